@@ -1,0 +1,1 @@
+"""Reference replication of FactorVAE (Duan et al., AAAI 2022)."""
