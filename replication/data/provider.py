@@ -138,6 +138,18 @@ class Market:
             first=self.first[keep], last=np.minimum(self.last[keep], i1 - 1),
             markets=markets, source=self.source)
 
+    def select(self, codes) -> "Market":
+        """The market restricted to ``codes`` (columns in the given order)."""
+        cols = np.array([self.column(c) for c in codes], dtype=np.int64)
+        keep = set(self.codes[cols].tolist())
+        return Market(
+            calendar=self.calendar, codes=self.codes[cols],
+            fields={k: np.ascontiguousarray(v[:, cols]) for k, v in self.fields.items()},
+            first=self.first[cols], last=self.last[cols],
+            markets={m: {c: sp for c, sp in cs.items() if c in keep}
+                     for m, cs in self.markets.items()},
+            source=self.source)
+
     def fingerprint(self) -> str:
         """Content hash of the panel: calendar, codes, stored ranges, memberships and
         every field except ``change`` (the pack keeps ``change`` to 1e-5 percent only,
@@ -272,3 +284,39 @@ def read_provider(provider=None, fields=FIELDS, codes=None) -> Market:
     markets = {m: {c: sp for c, sp in spans.items() if c in keep} for m, spans in markets.items()}
     return Market(calendar=cal, codes=have, fields=out, first=first, last=last,
                   markets=markets, source=str(root))
+
+
+def load_market(provider=None, fields=FIELDS, instruments: str | list[str] | None = None) -> Market:
+    """A :class:`Market` from a provider directory **or** a pack file (``pack.py``).
+
+    ``instruments`` (a market name or a list of codes) lets a directory read only the
+    files it needs; a pack is always read whole and then subset.
+    """
+    path = resolve_provider(provider)
+    if path.is_file():
+        from replication.data.pack import read_pack
+
+        market = read_pack(path)
+        if instruments is None:
+            return market
+        codes = _instrument_codes(market.markets, instruments, str(path))
+        return market.select([c for c in codes if c in market._col])
+    codes = None
+    if instruments is not None:
+        if not path.is_dir():
+            raise DataError(f"Qlib data directory {path} does not exist; {GET_DATA_HINT}")
+        codes = _instrument_codes(read_instruments(path), instruments, str(path))
+    return read_provider(path, fields, codes)
+
+
+def _instrument_codes(markets: dict, instruments, where: str) -> list[str]:
+    if isinstance(instruments, str):
+        if instruments not in markets:
+            raise DataError(f"unknown market {instruments!r}: no instruments/{instruments}.txt "
+                            f"in {where}; available: {sorted(markets)}")
+        return sorted(markets[instruments])
+    codes = sorted({c.upper() for c in instruments})
+    if not codes:
+        raise DataError("empty instrument list: pass a market name such as 'all' or "
+                        "'csi300', or at least one code")
+    return codes
