@@ -83,8 +83,8 @@ class DataConfig:
 
 
 def is_stock(code: str) -> bool:
-    """A-share stock codes (SH6xxxxx, SZ0xxxxx, SZ3xxxxx); indices (SH000xxx, SZ399xxx) are not."""
-    return (code[:2] == "SH" and code[2] == "6") or (code[:2] == "SZ" and code[2] in "03")
+    """A-share stock codes (SH6xxxxx, SZ0xxxxx, SZ30xxxx); indices (SH000xxx, SZ399xxx) are not."""
+    return code.upper().startswith(("SH6", "SZ0", "SZ30"))
 
 
 @dataclass
