@@ -107,7 +107,7 @@ def test_shapes_codes_calendar(market):
     sp = split()
     assert [sp[k][0] for k in ("train", "valid", "test")] == \
         [str(cal[0]), str(cal[360]), str(cal[480])]
-    assert sp["test"][1] == str(cal[-1]) and sp["train"][1] == str(cal[359])
+    assert sp["test"][1] == str(cal[-3]) and sp["train"][1] == str(cal[359])
 
 
 # --- A-share mechanics --------------------------------------------------------------------
