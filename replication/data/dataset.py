@@ -176,7 +176,7 @@ def prepare(market: Market, config: DataConfig) -> Market:
     if i_end + HORIZON > len(cal):
         raise DataError(f"{market.source} ends {cal[-1]}: the labels of the last test days "
                         f"need {HORIZON} trading days after {config.test[1]}")
-    market = market.truncate(cal[i_end + HORIZON - 1])
+    market = market.between(None, cal[i_end + HORIZON - 1])
     if config.universe == "all":
         codes = [c for c in market.codes if is_stock(c) and c in market.markets.get("all", {})]
     else:

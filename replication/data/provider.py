@@ -122,20 +122,26 @@ class Market:
         with np.errstate(invalid="ignore"):
             return np.isfinite(self.fields["close"]) & (vol > 0)
 
-    def truncate(self, end) -> "Market":
-        """The market restricted to calendar days <= ``end``."""
-        _, i1 = self.date_range(None, end)
-        end_day = self.calendar[i1 - 1]
-        keep = self.first < i1
-        markets = {
-            m: {c: [(a, min(b, end_day)) for a, b in sp if a <= end_day]
-                for c, sp in codes.items() if keep[self._col[c]]}
-            for m, codes in self.markets.items()}
-        markets = {m: {c: sp for c, sp in codes.items() if sp} for m, codes in markets.items()}
+    def between(self, start=None, end=None) -> "Market":
+        """The market restricted to the calendar days in ``[start, end]``.
+
+        Codes without a stored day in the range are dropped, ``first``/``last`` are
+        clipped into the range and re-indexed, and membership spells are clipped to the
+        range end and dropped if they start after it.
+        """
+        i0, i1 = self.date_range(start, end)
+        keep = (self.first < i1) & (self.last >= i0) & (self.first <= self.last)
+        kept, end_day = set(self.codes[keep].tolist()), self.calendar[i1 - 1]
+        markets = {}
+        for m, codes in self.markets.items():
+            spells = {c: [(a, min(b, end_day)) for a, b in sp if a <= end_day]
+                      for c, sp in codes.items() if c in kept}
+            markets[m] = {c: sp for c, sp in spells.items() if sp}
         return Market(
-            calendar=self.calendar[:i1], codes=self.codes[keep],
-            fields={k: np.ascontiguousarray(v[:i1, keep]) for k, v in self.fields.items()},
-            first=self.first[keep], last=np.minimum(self.last[keep], i1 - 1),
+            calendar=self.calendar[i0:i1], codes=self.codes[keep],
+            fields={k: np.ascontiguousarray(v[i0:i1, keep]) for k, v in self.fields.items()},
+            first=np.maximum(self.first[keep], i0) - i0,
+            last=np.minimum(self.last[keep], i1 - 1) - i0,
             markets=markets, source=self.source)
 
     def select(self, codes) -> "Market":
@@ -152,8 +158,7 @@ class Market:
 
     def fingerprint(self) -> str:
         """Content hash of the panel: calendar, codes, stored ranges, memberships and
-        every field except ``change`` (the pack keeps ``change`` to 1e-5 percent only,
-        so leaving it out lets a pack and its source directory share one fingerprint)."""
+        every field (a pack, being bit-exact, has its source directory's fingerprint)."""
         h = hashlib.blake2b(digest_size=8)
         h.update(self.calendar.astype("datetime64[D]").astype(np.int64).tobytes())
         h.update("\n".join(self.codes).encode())
@@ -163,9 +168,8 @@ class Market:
             for c in sorted(self.markets[m]):
                 h.update(f"{m}:{c}:{self.markets[m][c]}".encode())
         for k in sorted(self.fields):
-            if k != "change":
-                h.update(k.encode())
-                h.update(np.ascontiguousarray(self.fields[k]).tobytes())
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(self.fields[k]).tobytes())
         return h.hexdigest()
 
 
