@@ -6,7 +6,10 @@ today**, with ``min_periods=1`` (Qlib's ``Rolling`` operators). Semantics follow
 
 * NaN points are skipped; pandas also treats ``±inf`` as missing inside rolling windows.
 * ``Std`` has ``ddof=1`` (one valid point gives NaN) and is exactly 0 when all valid
-  points of the window are equal (pandas' "consecutive same value" rule).
+  points of the window are equal. That is the exact value, and what pandas < 3 returned
+  (its "consecutive same value" rule); pandas 3's online update can leave a round-off
+  residue there that depends on where the series starts, which Qlib then divides by
+  1e-12 in VSTD5/WVMA (``tests/crosscheck_qlib.py`` measures the difference).
 * ``Slope``/``Resi``/``Rsquare`` regress on positions ``1..n`` (today at ``n``); a NaN
   point is dropped but the others keep their positions.
 * ``Rsquare`` and ``Corr`` are NaN where the rolling std of an input is within 2e-5 of 0.
