@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 FIELDS = ("open", "high", "low", "close", "volume", "factor", "change")
 DEFAULT_PROVIDER = "~/.qlib/qlib_data/cn_data"
@@ -282,8 +283,9 @@ def read_provider(provider=None, fields=FIELDS, codes=None) -> Market:
                 first[j] = min(first[j], s)
                 last[j] = max(last[j], s + len(v) - 1)
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(load, range(S)))
+    with ThreadPoolExecutor(8) as pool:  # file reads release the GIL
+        list(tqdm(pool.map(load, range(S)), total=S, desc=f"reading {root.name}", unit="stock",
+                  disable=None, leave=False))  # disable=None: a bar on terminals only
     keep = set(have.tolist())
     markets = {m: {c: sp for c, sp in spans.items() if c in keep} for m, spans in markets.items()}
     return Market(calendar=cal, codes=have, fields=out, first=first, last=last,
