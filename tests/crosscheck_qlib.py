@@ -1,10 +1,11 @@
 """Cross-check ``replication.data.alpha158`` against real Qlib's ``D.features``.
 
-Needs ``pyqlib`` (the project itself never imports it), so run it from an
-environment that has it, with the repository on the path::
+Needs ``pyqlib`` (the project itself never imports it), so run it from a separate
+environment ``QLIB_ENV`` that has it (``python -m venv QLIB_ENV && QLIB_ENV/bin/pip
+install pyqlib``), from the repository root::
 
-    PYTHONPATH=/work/main /tmp/qlibenv/bin/python tests/crosscheck_qlib.py \\
-        --provider /work/shared/data/cn_data [--instruments all|csi300|CODE,CODE,...] \\
+    PYTHONPATH=. QLIB_ENV/bin/python tests/crosscheck_qlib.py \\
+        --provider ../shared/data/cn_data [--instruments all|csi300|CODE,CODE,...] \\
         [--start 2019-01-01] [--end 2019-12-31] [--limit 50] [--out summary.json] \\
         [--dump mismatches.csv]
 

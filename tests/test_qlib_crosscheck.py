@@ -4,7 +4,7 @@ Skipped unless ``pyqlib`` is importable (the project never imports it) and the r
 data is present (``real_provider`` in ``conftest.py``). Run it from an environment
 that has pyqlib, e.g.::
 
-    PYTHONPATH=/work/main /tmp/qlibenv/bin/python -m pytest tests/test_qlib_crosscheck.py
+    PYTHONPATH=. QLIB_ENV/bin/python -m pytest tests/test_qlib_crosscheck.py
 """
 from __future__ import annotations
 
