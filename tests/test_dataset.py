@@ -118,7 +118,7 @@ def test_suspended_stock_leaves_the_cross_section_for_T_days(market, config, ds)
 def test_normaliser_is_fitted_on_train_rows_only(market, config, ds):
     rows = market.stored() & market.membership("csi300")
     i0, i1 = market.date_range(*config.train)
-    feats = feature_panel(market, 0, len(market.calendar))[..., :-1]
+    feats = feature_panel(market, 0, len(market.calendar))[0]
     train = feats[i0:i1][rows[i0:i1]]
     med, scale = robust_zscore_fit(train)
     np.testing.assert_allclose(ds.norm["median"], med)
@@ -140,11 +140,11 @@ def _perturbed_after(market, day_index, seed=1):
 
 def test_no_look_ahead_in_features(market):
     s = 400
-    a = feature_panel(market, 0, len(market.calendar))
-    b = feature_panel(_perturbed_after(market, s), 0, len(market.calendar))
-    np.testing.assert_array_equal(a[:s + 1, :, :-1], b[:s + 1, :, :-1])  # features up to day s
-    np.testing.assert_array_equal(a[:s - 1, :, -1], b[:s - 1, :, -1])  # labels read s+1, s+2
-    assert not np.array_equal(a[s + 1:, :, :-1], b[s + 1:, :, :-1], equal_nan=True)
+    xa, la = feature_panel(market, 0, len(market.calendar))
+    xb, lb = feature_panel(_perturbed_after(market, s), 0, len(market.calendar))
+    np.testing.assert_array_equal(xa[:s + 1], xb[:s + 1])  # features up to day s
+    np.testing.assert_array_equal(la[:s - 1], lb[:s - 1])  # labels read s+1, s+2
+    assert not np.array_equal(xa[s + 1:], xb[s + 1:], equal_nan=True)
 
 
 def test_no_look_ahead_in_samples(market, config, ds):

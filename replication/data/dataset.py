@@ -192,18 +192,14 @@ def build(market: Market, config: DataConfig, progress: bool = False) -> DayData
     fp = market.fingerprint()
     D = len(market.calendar) - HORIZON
     t0 = time.time()
-    panel = feature_panel(market, 0, D)  # (D, S, C + 1)
+    x, label = feature_panel(market, 0, D)  # (D, S, C), (D, S)
     if progress:
-        print(f"features {panel.shape} in {time.time() - t0:.1f}s", flush=True)
-    label = panel[..., -1].copy()
-    x = panel[..., :-1]
-    del panel
+        print(f"features {x.shape} in {time.time() - t0:.1f}s", flush=True)
     rows = market.stored(0, D) & market.membership(config.universe, 0, D)
     bounds = {sp: market.date_range(*getattr(config, sp)) for sp in SPLITS}
     tr = np.zeros(D, dtype=bool)
     tr[slice(*bounds["train"])] = True
     med, scale = robust_zscore_fit(x[rows & tr[:, None]])
-    x = np.ascontiguousarray(x)
     robust_zscore_apply(x, med, scale)
     eligible = rows & window_traded(market, config.T)[:D]
     labelled = rows & np.isfinite(label)

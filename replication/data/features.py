@@ -79,21 +79,26 @@ def alpha158_arrays(open: np.ndarray, high: np.ndarray, low: np.ndarray, close: 
     return {k: out[k].astype(np.float32, copy=False) for k in (*FEATURES, LABEL)}
 
 
-def feature_panel(market, i0: int, i1: int, cols: np.ndarray | None = None) -> np.ndarray:
-    """Features and label for calendar days ``[i0, i1)`` of ``market``: (i1-i0, S, 21) float32.
+def feature_panel(market, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features and label for calendar days ``[i0, i1)`` of ``market``.
 
     Computed on ``LOOKBACK`` days of real history before ``i0`` and ``HORIZON`` days after
     ``i1`` where the calendar has them, which gives exactly the values of a computation
     over the whole history (every window reads at most ``LOOKBACK`` days back).
+
+    Returns
+    -------
+    x : (i1 - i0, S, 20) float32, columns ``FEATURES``.
+    label : (i1 - i0, S) float32.
     """
     a, b = max(0, i0 - LOOKBACK), min(len(market.calendar), i1 + HORIZON)
-    sel = slice(None) if cols is None else cols
     f = market.fields
-    arrays = alpha158_arrays(*(f[k][a:b, sel] for k in ("open", "high", "low", "close", "volume")))
-    out = np.empty((i1 - i0,) + arrays[LABEL].shape[1:] + (len(arrays),), dtype=np.float32)
-    for k, arr in enumerate(arrays.values()):
-        out[..., k] = arr[i0 - a:i1 - a]
-    return out
+    arrays = alpha158_arrays(*(f[k][a:b] for k in ("open", "high", "low", "close", "volume")))
+    label = arrays.pop(LABEL)[i0 - a:i1 - a]
+    x = np.empty(label.shape + (len(FEATURES),), dtype=np.float32)
+    for k, name in enumerate(FEATURES):
+        x[..., k] = arrays.pop(name)[i0 - a:i1 - a]  # pop: free each (D, S) array once copied
+    return x, label
 
 
 def alpha158(provider=None, instruments="all", start=None, end=None):
@@ -129,9 +134,10 @@ def alpha158(provider=None, instruments="all", start=None, end=None):
     rows = market.stored(i0, i1)
     if isinstance(instruments, str):
         rows &= market.membership(instruments, i0, i1)
-    values = feature_panel(market, i0, i1)
+    x, label = feature_panel(market, i0, i1)
     d, s = np.nonzero(rows)
+    values = np.concatenate([x[d, s], label[d, s, None]], axis=1)
     index = pd.MultiIndex.from_arrays(
         [pd.DatetimeIndex(market.calendar[i0:i1][d]), market.codes[s]],
         names=["datetime", "instrument"])
-    return pd.DataFrame(values[d, s], index=index, columns=[*FEATURES, LABEL])
+    return pd.DataFrame(values, index=index, columns=[*FEATURES, LABEL])
