@@ -88,7 +88,7 @@ class FactorEncoder(nn.Module):
 
     ``port=True`` is FactorVAE-port (Table 2): y_p = (e^T e)^{-1} e^T y, (H,), the
     managed portfolios of CA; a ridge of 1e-6 * mean(diag(e^T e)) keeps the solve
-    defined if e^T e is singular (fewer stocks than H, say).
+    defined if e^T e is singular (fewer stocks than H, say), and it runs in float64.
     """
 
     def __init__(self, cfg: ModelConfig, port: bool = False):
@@ -101,10 +101,12 @@ class FactorEncoder(nn.Module):
         self.map_sigma = nn.Linear(n_port, cfg.K)
 
     def portfolio_returns(self, y: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        if self.port:
-            ete = e.T @ e  # (H, H)
-            ridge = 1e-6 * ete.diagonal().mean() * torch.eye(len(ete), device=e.device)
-            return torch.linalg.solve(ete + ridge, e.T @ y)  # (H,)
+        if self.port:  # solved in float64: e^T e is ill-conditioned in float32 when N ~ H
+            e64, y64 = e.double(), y.double()
+            ete = e64.T @ e64  # (H, H)
+            ridge = 1e-6 * ete.diagonal().mean() * torch.eye(len(ete), device=e.device,
+                                                             dtype=ete.dtype)
+            return torch.linalg.solve(ete + ridge, e64.T @ y64).to(e.dtype)  # (H,)
         a_p = torch.softmax(self.portfolio(e), dim=0)  # (N, M), softmax over stocks (eq. 6)
         return y @ a_p  # (N,) @ (N, M) -> (M,)  (eq. 7)
 
@@ -171,14 +173,18 @@ class FactorPredictor(nn.Module):
 
     def attention(self, e: torch.Tensor) -> torch.Tensor:
         """a_att: (K, N), each row sums to 1 (or is all 0)."""
-        keys = torch.einsum("khd,nd->knh", self.key, e)  # (K, N, H)
-        cos = F.cosine_similarity(keys, self.query[:, None, :], dim=-1, eps=1e-12)  # (K, N)
-        score = F.relu(cos)
+        n, h = e.shape
+        keys = (e @ self.key.permute(2, 0, 1).reshape(h, -1)).view(n, len(self.key), h)  # (N, K, H)
+        # q_k . (W_k e_i) = (W_k^T q_k) . e_i: one (N, H) @ (H, K) product
+        qk = e @ torch.einsum("khd,kh->dk", self.key, self.query)  # (N, K)
+        cos = qk / (keys.norm(dim=-1) * self.query.norm(dim=-1)).clamp_min(1e-12)  # (N, K)
+        score = F.relu(cos).T  # (K, N)
         return score / score.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def forward(self, e: torch.Tensor):
-        values = torch.einsum("khd,nd->knh", self.value, e)  # (K, N, H)
-        h_multi = torch.einsum("kn,knh->kh", self.attention(e), values)  # (K, H), eq. (15)
+        # h_att,k = sum_i a_ik W_value,k e_i = W_value,k (sum_i a_ik e_i): no (K, N, H) values
+        pooled = self.attention(e) @ e  # (K, N) @ (N, H) -> (K, H)
+        h_multi = torch.einsum("khd,kd->kh", self.value, pooled)  # (K, H), eq. (15)
         h = self.act(self.hidden(h_multi))  # (K, H)
         return self.mu(h)[:, 0], F.softplus(self.sigma(h))[:, 0]  # (K,), (K,)
 
@@ -231,7 +237,8 @@ class FactorVAE(nn.Module):
         if self.cfg.recon == "analytic":
             mu_rec, sigma_rec = self.decoder(e, mu_z, sigma_z)
         else:
-            eps = torch.randn(mu_z.shape, generator=generator, device=mu_z.device)
+            eps = torch.randn(mu_z.shape, generator=generator, device=mu_z.device,
+                              dtype=mu_z.dtype)
             mu_alpha, sigma_alpha, beta = self.decoder.alpha_beta(e)
             mu_rec, sigma_rec = mu_alpha + beta @ (mu_z + sigma_z * eps), sigma_alpha
         nll = gaussian_nll(y, mu_rec, sigma_rec)
