@@ -1,0 +1,170 @@
+"""One run = one command = one result file.
+
+    python -m replication.run --model factorvae --seed 0 --universe csi300 --device auto
+
+trains one model with one seed, evaluates it, and writes ``<out>/<run id>.json``
+(config, valid/test Rank IC and ICIR, the daily test Rank IC, epochs, wall time,
+device, git commit, data fingerprint) atomically. Test predictions (mu, sigma of every
+stock-day) go to ``<results>/<run id>.npz`` (git-ignored); FactorVAE's seed-0
+predictions on CSI300 members also go, compressed, to ``<out>/../predictions/``
+(committed: Table 3 reads them). A run whose result file exists with the same
+config is skipped, so rerunning a table only computes what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from replication.data.dataset import DataConfig, dataset
+from replication.data.provider import DataError, load_market
+from replication.metrics import daily_rank_ic, summarize
+from replication.model import VARIANTS, FactorVAE, ModelConfig
+from replication.train import DeviceData, TrainConfig, fit, predict, resolve_device
+
+MODELS = VARIANTS  # the baselines join this list as they land
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_config(model: str, seed: int, data: DataConfig, model_cfg: dict | None = None,
+               train_cfg: dict | None = None) -> dict:
+    """The full, JSON-able configuration of a run (what its result file must match)."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    config = {"model": model, "seed": seed, "data": asdict(data),
+              "model_config": asdict(ModelConfig.make(variant=model, **(model_cfg or {}))),
+              "train": asdict(TrainConfig.make(seed=seed, **(train_cfg or {})))}
+    return json.loads(json.dumps(config))  # tuples -> lists: equal to what a result file holds
+
+
+def run_id(config: dict) -> str:
+    digest = hashlib.blake2b(json.dumps(config, sort_keys=True).encode(), digest_size=4)
+    return f"{config['model']}-{config['data']['universe']}-seed{config['seed']}-{digest.hexdigest()}"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def finished(path: Path, config: dict) -> dict | None:
+    """The result in ``path`` if it is complete and was made with ``config``."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if result.get("config") == config else None
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "replication"],
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT / "paper_tables" / "runs",
+            results: Path = ROOT / "results", progress: bool = True, market=None) -> dict:
+    """Run ``config`` unless its result file already holds it; return the result."""
+    out, results = Path(out), Path(results)
+    path = out / f"{run_id(config)}.json"
+    done = finished(path, config)
+    if done is not None:
+        return done
+    t0 = time.time()
+    dev = resolve_device(device)
+    market = market or load_market(provider)
+    data_cfg = DataConfig.make(**config["data"])
+    ds = dataset(data_cfg, market=market, progress=progress)
+    torch.manual_seed(config["seed"])
+    model = FactorVAE(ModelConfig.make(**config["model_config"]))
+    data = DeviceData(ds, dev)
+    history = fit(model, ds, TrainConfig.make(**config["train"]), dev, progress, data)
+    test = ds.splits["test"]
+    mu, sigma = predict(model, data, "test")
+    daily = daily_rank_ic(mu, test.label, test.offsets)
+    valid_mu, _ = predict(model, data, "valid")
+    valid = ds.splits["valid"]
+    rid = run_id(config)
+    days = np.repeat(ds.calendar[test.days], np.diff(test.offsets)).astype(str)
+    codes = ds.codes[test.stock]
+    preds = dict(date=days, instrument=codes, mu=mu, sigma=sigma, label=test.label)
+    write_atomic(results / f"{rid}.npz", _npz(**preds))
+    if config["model"] == "factorvae" and config["seed"] == 0:
+        d, j = np.repeat(test.days, np.diff(test.offsets)), test.stock
+        member = market.membership("csi300")[:, [market.column(c) for c in ds.codes]][d, j] \
+            if data_cfg.universe != "csi300" else np.ones(len(mu), bool)
+        write_atomic(out.parent / "predictions" / f"{rid}.npz",
+                     _npz(**{k: v[member] for k, v in preds.items()}))
+    result = {
+        "config": config, "run_id": rid,
+        "valid": summarize(daily_rank_ic(valid_mu, valid.label, valid.offsets)),
+        "test": summarize(daily),
+        "test_daily_rank_ic": {"dates": ds.dates("test").astype(str).tolist(),
+                               "values": [None if np.isnan(v) else round(float(v), 6)
+                                          for v in daily]},
+        "epochs_trained": history["epochs_trained"], "best_epoch": history["best_epoch"],
+        "history": history["history"],
+        "wall_seconds": round(time.time() - t0, 1),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)",
+        "git_commit": git_commit(), "data_fingerprint": ds.fingerprint,
+        "data_source": str(market.source),
+        "data_range": [str(ds.calendar[0]), str(ds.calendar[-1])],
+        "torch": torch.__version__,
+    }
+    write_atomic(path, (json.dumps(result, indent=1) + "\n").encode())
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m replication.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--universe", default="all", choices=("all", "csi300"))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:0 ...")
+    p.add_argument("--provider", default=None, help="Qlib provider directory or pack file")
+    p.add_argument("--epochs", type=int, help="max epochs (default: TrainConfig's)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--recon", choices=("analytic", "sample"))
+    p.add_argument("--out", default=str(ROOT / "paper_tables" / "runs"))
+    p.add_argument("--results", default=str(ROOT / "results"))
+    a = p.parse_args(argv)
+    train = {k: v for k, v in (("max_epochs", a.epochs), ("lr", a.lr)) if v is not None}
+    model_cfg = {"recon": a.recon} if a.recon else {}
+    config = run_config(a.model, a.seed, DataConfig(universe=a.universe), model_cfg, train)
+    try:
+        r = execute(config, a.provider, a.device, Path(a.out), Path(a.results))
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{r['run_id']}: test Rank IC {r['test']['rank_ic']:.4f} ICIR {r['test']['rank_icir']:.3f} "
+          f"(valid {r['valid']['rank_ic']:.4f}), {r['epochs_trained']} epochs, {r['wall_seconds']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
