@@ -7,8 +7,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PACK ?= cache/cn_data.pack
+UNIVERSE ?= csi300
+EPOCHS ?= 100
+DEVICE ?= auto
+SMOKE_PARAMS = -p smoke True -p epochs 2 -y "seeds: [0, 1]"
+NB_RUN = $(VENV)/bin/jupytext --to ipynb notebooks/$(1).py -o cache/$(1).ipynb -q && \
+	$(VENV)/bin/papermill --cwd . cache/$(1).ipynb $(2) $(3)
 
-.PHONY: help setup test data pack smoke clean
+.PHONY: help setup test data pack smoke table1 clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,9 +39,15 @@ data: setup ## build and cache the day cross-section datasets (universes all and
 pack: setup ## write the compact market pack for GPU hosts ($(PACK)) from QLIB_DATA
 	$(PY) -m replication.data pack --out $(PACK)
 
-smoke: setup ## generate the synthetic market and build its datasets (seconds)
+smoke: setup ## the whole pipeline on the synthetic market (minutes, CPU); writes only under cache/smoke
 	$(PY) -m replication.synthetic --out cache/synthetic
 	$(PY) -m replication.smoke cache/synthetic
+	mkdir -p cache/smoke
+	$(call NB_RUN,table1,cache/smoke/table1.ipynb,$(SMOKE_PARAMS))
 
-clean: ## remove cached datasets and the synthetic market (keeps .venv)
-	rm -rf cache/datasets cache/synthetic
+table1: setup ## Table 1 (UNIVERSE=csi300|all, EPOCHS, DEVICE); executed notebook in notebooks/executed/
+	mkdir -p cache notebooks/executed
+	$(call NB_RUN,table1,notebooks/executed/table1.ipynb,-p universe $(UNIVERSE) -p epochs $(EPOCHS) -p device $(DEVICE))
+
+clean: ## remove cached datasets, the synthetic market and smoke outputs (keeps .venv and results)
+	rm -rf cache/datasets cache/synthetic cache/smoke

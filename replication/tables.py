@@ -1,0 +1,86 @@
+"""Assemble the paper's tables from result files (computing stays in ``replication.run``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# The paper's Table 1: mean (std) over 5 seeds, test 2019-2020, all A-shares (the paper's).
+PAPER_TABLE1 = {
+    "GRU": (0.032, 0.002, 0.398, 0.031), "ALSTM": (0.031, 0.004, 0.360, 0.019),
+    "GAT": (0.034, 0.002, 0.390, 0.032), "Trans": (0.033, 0.003, 0.417, 0.032),
+    "SFM": (0.037, 0.001, 0.456, 0.004), "Linear": (0.022, 0.002, 0.333, 0.033),
+    "CA": (0.039, 0.002, 0.442, 0.036), "FactorVAE-prior": (0.042, 0.003, 0.384, 0.033),
+    "FactorVAE": (0.055, 0.004, 0.568, 0.044),
+}
+DISPLAY = {"factorvae": "FactorVAE", "factorvae-prior": "FactorVAE-prior",
+           "factorvae-port": "FactorVAE-port"}
+
+
+def load_results(folder, run_ids) -> list[dict]:
+    """The result files of ``run_ids`` (raises if one is missing: run it first)."""
+    out = []
+    for rid in run_ids:
+        path = Path(folder) / f"{rid}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"result {path} is missing: run it with replication.run")
+        out.append(json.loads(path.read_text()))
+    return out
+
+
+def _mean_std(values) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f}({v.std(ddof=1) if len(v) > 1 else 0:.3f})"
+
+
+def table1(results: list[dict]) -> pd.DataFrame:
+    """Rows = models in the paper's order; ours as mean(std) over seeds beside the paper's."""
+    by_model: dict[str, list[dict]] = {}
+    for r in results:
+        by_model.setdefault(r["config"]["model"], []).append(r)
+    rows = []
+    for model, rs in by_model.items():
+        name = DISPLAY.get(model, model)
+        paper = PAPER_TABLE1.get(name)
+        rows.append({
+            "Method": name, "seeds": ",".join(str(r["config"]["seed"]) for r in rs),
+            "Rank IC": _mean_std([r["test"]["rank_ic"] for r in rs]),
+            "Rank ICIR": _mean_std([r["test"]["rank_icir"] for r in rs]),
+            "paper Rank IC": f"{paper[0]:.3f}({paper[1]:.3f})" if paper else "",
+            "paper Rank ICIR": f"{paper[2]:.3f}({paper[3]:.3f})" if paper else "",
+            "epochs (best)": ", ".join(f"{r['epochs_trained']}({r['best_epoch']})" for r in rs),
+            "minutes/run": f"{np.mean([r['wall_seconds'] for r in rs]) / 60:.1f}",
+        })
+    order = {n: i for i, n in enumerate(PAPER_TABLE1)}
+    return pd.DataFrame(rows).sort_values("Method", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def provenance(results: list[dict]) -> dict:
+    """What the table's header states: universe, device, data, commits, epochs."""
+    first = results[0]
+    return {
+        "universe": sorted({r["config"]["data"]["universe"] for r in results}),
+        "device": sorted({r["device"] for r in results}),
+        "max_epochs": sorted({r["config"]["train"]["max_epochs"] for r in results}),
+        "data_fingerprint": sorted({r["data_fingerprint"] for r in results}),
+        "data_range": first["data_range"], "test": first["config"]["data"]["test"],
+        "git_commits": sorted({r["git_commit"] for r in results}),
+        "runs": [r["run_id"] for r in results],
+    }
+
+
+def write_table(df: pd.DataFrame, prov: dict, out, name: str, title: str) -> None:
+    """``out/<name>.csv`` and ``out/<name>.md`` (a header with the provenance)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / f"{name}.csv", index=False)
+    lines = [f"# {title}", "", "Ours: mean(std) over seeds; paper: as printed in the paper "
+             "(all A-shares, 2019-2020 test).", ""]
+    lines += [f"- {k}: {v}" for k, v in prov.items() if k != "runs"]
+    lines += [f"- result files: {', '.join(prov['runs'])}", ""]
+    header = "| " + " | ".join(df.columns) + " |"
+    lines += [header, "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,29 @@
+import pytest
+
+from replication import tables
+
+
+def _result(model, seed, ic, icir):
+    return {"config": {"model": model, "seed": seed, "data": {"universe": "csi300", "test": ["a", "b"]},
+                       "train": {"max_epochs": 5}},
+            "test": {"rank_ic": ic, "rank_icir": icir}, "epochs_trained": 4, "best_epoch": 1,
+            "wall_seconds": 60, "run_id": f"{model}-{seed}", "device": "CPU", "data_fingerprint": "f",
+            "data_range": ["x", "y"], "git_commit": "c"}
+
+
+def test_table1_mean_std_over_seeds_beside_the_paper(tmp_path):
+    rs = [_result("factorvae", 0, 0.05, 0.5), _result("factorvae", 1, 0.07, 0.7),
+          _result("factorvae-prior", 0, 0.04, 0.4)]
+    df = tables.table1(rs)
+    assert list(df["Method"]) == ["FactorVAE-prior", "FactorVAE"]  # the paper's order
+    fv = df.set_index("Method").loc["FactorVAE"]
+    assert fv["Rank IC"] == "0.060(0.014)" and fv["Rank ICIR"] == "0.600(0.141)"
+    assert fv["paper Rank IC"] == "0.055(0.004)" and fv["paper Rank ICIR"] == "0.568(0.044)"
+    tables.write_table(df, tables.provenance(rs), tmp_path, "table1", "T1")
+    md = (tmp_path / "table1.md").read_text()
+    assert "universe: ['csi300']" in md and "| FactorVAE | 0,1 | 0.060(0.014)" in md
+
+
+def test_missing_result_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="factorvae-x.json is missing"):
+        tables.load_results(tmp_path, ["factorvae-x"])
