@@ -94,6 +94,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     if done is not None:
         return done
     t0 = time.time()
+    commit = git_commit()  # the code that runs, even if the tree changes meanwhile
     dev = resolve_device(device)
     market = market or load_market(provider)
     data_cfg = DataConfig.make(**config["data"])
@@ -130,7 +131,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
         "wall_seconds": round(time.time() - t0, 1),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda"
         else f"CPU ({torch.get_num_threads()} threads)",
-        "git_commit": git_commit(), "data_fingerprint": ds.fingerprint,
+        "git_commit": commit, "data_fingerprint": ds.fingerprint,
         "data_source": str(market.source),
         "data_range": [str(ds.calendar[0]), str(ds.calendar[-1])],
         "torch": torch.__version__,
@@ -150,10 +151,12 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, help="max epochs (default: TrainConfig's)")
     p.add_argument("--lr", type=float)
     p.add_argument("--recon", choices=("analytic", "sample"))
+    p.add_argument("--patience", type=int, help="early-stopping patience (default: TrainConfig's)")
     p.add_argument("--out", default=str(ROOT / "paper_tables" / "runs"))
     p.add_argument("--results", default=str(ROOT / "results"))
     a = p.parse_args(argv)
-    train = {k: v for k, v in (("max_epochs", a.epochs), ("lr", a.lr)) if v is not None}
+    train = {k: v for k, v in (("max_epochs", a.epochs), ("lr", a.lr), ("patience", a.patience))
+             if v is not None}
     model_cfg = {"recon": a.recon} if a.recon else {}
     config = run_config(a.model, a.seed, DataConfig(universe=a.universe), model_cfg, train)
     try:
