@@ -76,3 +76,32 @@ def test_killed_run_leaves_no_result_and_a_rerun_completes(market, dirs, monkeyp
 def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="unknown model 'factorvea'"):
         _config(model="factorvea")
+
+
+def test_predictions_up_to_day_s_ignore_data_after_s(market):
+    """Same weights, market scrambled after a test day s: every prediction up to s is equal."""
+    import dataclasses
+
+    import torch
+
+    from replication.data.dataset import build, prepare
+    from replication.model import FactorVAE, ModelConfig
+    from replication.train import DeviceData, predict
+
+    cfg = DataConfig.make(universe="all", **split())
+    ds = build(prepare(market, cfg), cfg)
+    s = int(ds.splits["test"].days[50])
+    rng = np.random.default_rng(0)
+    fields = {k: np.where(np.arange(len(v))[:, None] > s,
+                          v * rng.uniform(0.5, 1.5, v.shape).astype(np.float32), v)
+              for k, v in market.fields.items()}
+    other = build(prepare(dataclasses.replace(market, fields=fields, _col={}), cfg), cfg)
+    torch.manual_seed(0)
+    model = FactorVAE(ModelConfig())
+    mu_a, sigma_a = predict(model, DeviceData(ds, torch.device("cpu")), "test")
+    mu_b, sigma_b = predict(model, DeviceData(other, torch.device("cpu")), "test")
+    sp = ds.splits["test"]
+    upto = sp.offsets[np.searchsorted(sp.days, s, side="right")]
+    np.testing.assert_array_equal(mu_a[:upto], mu_b[:upto])
+    np.testing.assert_array_equal(sigma_a[:upto], sigma_b[:upto])
+    assert not np.array_equal(mu_a[upto:], mu_b[upto:])
