@@ -24,17 +24,19 @@ decoder (eqs. 18-19) and has no path to the encoder.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replication.config import Overridable
+
 VARIANTS = ("factorvae", "factorvae-prior", "factorvae-port")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Overridable):
     """FactorVAE hyper-parameters. The paper fixes T and C; the rest it leaves open."""
 
     C: int = 20  # paper: the 20 Alpha158 features Qlib selects for time-series models
@@ -45,14 +47,6 @@ class ModelConfig:
     leaky_slope: float = 0.1  # zeta of LeakyReLU; paper silent
     recon: str = "analytic"  # eq. (17) reconstruction: "analytic" (eq. 12) or "sample"; chosen on validation
     variant: str = "factorvae"  # or "factorvae-prior" / "factorvae-port" (Tables 1 and 2)
-
-    @classmethod
-    def make(cls, **overrides) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**overrides)
 
     def __post_init__(self) -> None:
         if self.recon not in ("analytic", "sample"):

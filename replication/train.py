@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from replication.config import Overridable
 from replication.data.dataset import DayDataset
 from replication.metrics import daily_rank_ic, summarize
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Overridable):
     """Optimisation settings (the paper gives none)."""
 
     lr: float = 1e-3  # Adam learning rate; chosen on validation
@@ -28,14 +29,6 @@ class TrainConfig:
     patience: int = 10  # epochs without a better validation Rank IC before stopping
     grad_clip: float = 3.0  # gradient value clipping, as Qlib's benchmark models
     seed: int = 0
-
-    @classmethod
-    def make(cls, **overrides) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**overrides)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from replication.config import Overridable
 from replication.data.features import FEATURES, HORIZON, LABEL, feature_panel
 from replication.data.provider import DataError, Market, load_market
 
@@ -52,7 +53,7 @@ RANK_SCALE = 3.46  # Qlib CSRankNorm: 1 / std of a uniform(0, 1) rank
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Overridable):
     """What defines a dataset. Defaults are the paper's."""
 
     universe: str = "all"  # paper: all A-share stocks; or "csi300" (members on day s)
@@ -60,16 +61,6 @@ class DataConfig:
     valid: tuple[str, str] = ("2018-01-01", "2018-12-31")  # paper
     test: tuple[str, str] = ("2019-01-01", "2020-12-31")  # paper
     T: int = 20  # paper: days per sample, including day s
-
-    @classmethod
-    def make(cls, **overrides) -> "DataConfig":
-        """Config with overrides; unknown keys raise (a typo must not pass silently)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown DataConfig keys {sorted(unknown)}; known: {sorted(known)}")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-        return cls(**fixed)
 
     def __post_init__(self) -> None:
         if self.universe not in ("all", "csi300"):
