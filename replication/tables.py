@@ -80,7 +80,38 @@ def write_table(df: pd.DataFrame, prov: dict, out, name: str, title: str) -> Non
              "(all A-shares, 2019-2020 test).", ""]
     lines += [f"- {k}: {v}" for k, v in prov.items() if k != "runs"]
     lines += [f"- result files: {', '.join(prov['runs'])}", ""]
-    header = "| " + " | ".join(df.columns) + " |"
-    lines += [header, "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n" + markdown(df))
+
+
+def markdown(df: pd.DataFrame) -> str:
+    rows = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    rows += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(rows) + "\n"
+
+
+def selection(folder) -> pd.DataFrame:
+    """The validation-set choice of ``recon`` and ``lr``: one row per result file in
+    ``folder``, best validation Rank IC first. Test metrics are left out on purpose."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        r = json.loads(path.read_text())
+        rows.append({"run": r["run_id"], "model": r["config"]["model"],
+                     "universe": r["config"]["data"]["universe"], "seed": r["config"]["seed"],
+                     "recon": r["config"]["model_config"]["recon"], "lr": r["config"]["train"]["lr"],
+                     "valid Rank IC": round(r["valid"]["rank_ic"], 4),
+                     "valid Rank ICIR": round(r["valid"]["rank_icir"], 3),
+                     "epochs (best)": f"{r['epochs_trained']}({r['best_epoch']})",
+                     "device": r["device"], "minutes": round(r["wall_seconds"] / 60, 1),
+                     "commit": r["git_commit"][:10]})
+    return pd.DataFrame(rows).sort_values("valid Rank IC", ascending=False).reset_index(drop=True)
+
+
+if __name__ == "__main__":  # python -m replication.tables selection FOLDER
+    import sys
+
+    df = selection(sys.argv[2])
+    text = ("# Validation-set selection of FactorVAE's recon switch and learning rate\n\n"
+            "Chosen: the first row (best validation Rank IC). Test metrics are in the result\n"
+            "files but played no part in the choice.\n\n" + markdown(df))
+    (Path(sys.argv[2]) / "README.md").write_text(text)
+    print(text)

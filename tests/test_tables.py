@@ -27,3 +27,18 @@ def test_table1_mean_std_over_seeds_beside_the_paper(tmp_path):
 def test_missing_result_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="factorvae-x.json is missing"):
         tables.load_results(tmp_path, ["factorvae-x"])
+
+
+def test_selection_orders_by_validation_only(tmp_path):
+    import json
+
+    for i, (v, t) in enumerate([(0.05, 0.09), (0.06, 0.01)]):
+        r = _result("factorvae", 0, t, 1.0)
+        r["config"].update(model_config={"recon": ["analytic", "sample"][i]})
+        r["config"]["train"]["lr"] = 1e-3
+        r["valid"] = {"rank_ic": v, "rank_icir": 0.4}
+        r["run_id"] = f"run{i}"
+        (tmp_path / f"run{i}.json").write_text(json.dumps(r))
+    df = tables.selection(tmp_path)
+    assert list(df["recon"]) == ["sample", "analytic"]  # best validation first, test ignored
+    assert "test" not in " ".join(df.columns).lower()
