@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 
 from replication.data.dataset import DataConfig, dataset
 from replication.data.provider import DataError, load_market
+from replication.files import write_atomic
 from replication.metrics import daily_rank_ic, summarize
 from replication.model import VARIANTS, FactorVAE, ModelConfig
 from replication.train import DeviceData, TrainConfig, fit, predict, resolve_device
@@ -50,16 +49,6 @@ def run_config(model: str, seed: int, data: DataConfig, model_cfg: dict | None =
 def run_id(config: dict) -> str:
     digest = hashlib.blake2b(json.dumps(config, sort_keys=True).encode(), digest_size=4)
     return f"{config['model']}-{config['data']['universe']}-seed{config['seed']}-{digest.hexdigest()}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone to read
-    os.replace(tmp, path)
 
 
 def finished(path: Path, config: dict) -> dict | None:

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -60,8 +59,9 @@ def main(argv=None) -> int:
         res["pack_write"], stats = timed(lambda: write_pack(market, pack), 1)
         res["pack_write"]["bytes"] = stats["total"]
         res["pack_read"], _ = timed(lambda: read_pack(pack), a.repeat)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
+    from replication.run import git_commit
+
+    commit = git_commit()
     res["provenance"] = {
         "git_commit": commit, "device": f"CPU {platform.processor() or platform.machine()}, "
                                         f"{os.cpu_count()} cores",

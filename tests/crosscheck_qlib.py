@@ -265,17 +265,12 @@ def _in_samples(provider: str, idx: pd.MultiIndex) -> np.ndarray:
 
 
 def _provenance(provider: str) -> dict:
-    import subprocess
-
     import qlib
 
     from replication.data.provider import read_provider
+    from replication.run import git_commit
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "replication"],
-                                capture_output=True, text=True, cwd=HERE).stdout.strip())
-    return {"git_commit": commit + ("-dirty" if dirty else ""), "pyqlib": qlib.__version__,
+    return {"git_commit": git_commit(), "pyqlib": qlib.__version__,
             "pandas": pd.__version__, "numpy": np.__version__,
             "data_fingerprint": read_provider(provider).fingerprint(),
             "device": f"CPU ({os.cpu_count()} cores)"}

@@ -109,7 +109,7 @@ def test_round_trip_hand_built(tmp_path):
     start, end = str(m.calendar[10]), str(m.calendar[289])
     stats = write_pack(m, path, start=start, end=end)
     assert stats["total"] == path.stat().st_size
-    assert not (tmp_path / "market.pack.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["market.pack"]  # no temporary left
     got = read_pack(path)
     want = m.between(start, end)
     assert got.source == str(path)

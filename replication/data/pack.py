@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from replication.data.provider import FIELDS, DataError, Market
+from replication.files import write_atomic
 
 MAGIC = b"FVAEPACK"
 VERSION = 1
@@ -299,7 +300,7 @@ def _decode(s: dict, first: np.ndarray, last: np.ndarray, n_days: int) -> dict:
 def write_pack(market: Market, path, start="2010-01-04", end="2021-01-31") -> dict:
     """Write ``market`` restricted to ``[start, end]`` (see :meth:`Market.between`) to one file.
 
-    The file is written as ``path.tmp`` in the same folder, synced, then renamed, so no
+    The file is written beside ``path``, synced, then renamed over it, so no
     reader ever sees a partial pack. :func:`read_pack` gives the restricted market back
     with every field bit-identical.
 
@@ -339,15 +340,7 @@ def write_pack(market: Market, path, start="2010-01-04", end="2021-01-31") -> di
     payload = b"".join(c["blob"] for c in coded.values())
     digest = hashlib.blake2b(head, digest_size=32)
     digest.update(payload)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(PREFIX.pack(MAGIC, VERSION, len(head), digest.digest()))
-        fh.write(head)
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, PREFIX.pack(MAGIC, VERSION, len(head), digest.digest()) + head + payload)
     return {"bytes": {"header": len(head), **{k: len(c["blob"]) for k, c in coded.items()}},
             "total": PREFIX.size + len(head) + len(payload),
             "seconds": round(time.perf_counter() - t0, 2),
