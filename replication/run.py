@@ -92,13 +92,16 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     torch.manual_seed(config["seed"])
     model = FactorVAE(ModelConfig.make(**config["model_config"]))
     data = DeviceData(ds, dev)
-    history = fit(model, ds, TrainConfig.make(**config["train"]), dev, progress, data)
+    rid = run_id(config)
+    checkpoint = results / "checkpoints" / f"{rid}.pt"  # a cut-off run resumes from here
+    history = fit(model, ds, TrainConfig.make(**config["train"]), dev, progress, data,
+                  checkpoint=checkpoint, segment={"git_commit": commit, "started": time.time()})
+    segments = history["segments"]
     test = ds.splits["test"]
     mu, sigma = predict(model, data, "test")
     daily = daily_rank_ic(mu, test.label, test.offsets)
     valid_mu, _ = predict(model, data, "valid")
     valid = ds.splits["valid"]
-    rid = run_id(config)
     days = np.repeat(ds.calendar[test.days], np.diff(test.offsets)).astype(str)
     codes = ds.codes[test.stock]
     preds = dict(date=days, instrument=codes, mu=mu, sigma=sigma, label=test.label)
@@ -118,15 +121,22 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
                                           for v in daily]},
         "epochs_trained": history["epochs_trained"], "best_epoch": history["best_epoch"],
         "history": history["history"],
-        "wall_seconds": round(time.time() - t0, 1),
+        # wall time of the run; a resumed run adds the epochs of its earlier stretches
+        "wall_seconds": round(time.time() - t0 + sum(
+            h["seconds"] for h in history["history"][:segments[-1]["from_epoch"]]), 1),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda"
         else f"CPU ({torch.get_num_threads()} threads)",
-        "git_commit": commit, "data_fingerprint": ds.fingerprint,
+        "git_commit": ",".join(dict.fromkeys(s["git_commit"] for s in segments)),
+        "segments": [{"from_epoch": s["from_epoch"], "git_commit": s["git_commit"],
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(s["started"]))}
+                     for s in segments],
+        "data_fingerprint": ds.fingerprint,
         "data_source": str(market.source),
         "data_range": [str(ds.calendar[0]), str(ds.calendar[-1])],
         "torch": torch.__version__,
     }
     write_atomic(path, (json.dumps(result, indent=1) + "\n").encode())
+    checkpoint.unlink(missing_ok=True)
     return result
 
 

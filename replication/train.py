@@ -4,11 +4,19 @@ The normalised panel ``(D, S, C)`` and each split's index arrays are moved to th
 device once; a day's batch is the gather ``X[s-T+1 : s+1, stocks]``. The loss is
 accumulated on the device and read back once per epoch. Early stopping watches the
 validation Rank IC of mu_pred and restores the best epoch's weights.
+
+With ``checkpoint`` set, the full training state (weights, Adam moments, best weights,
+history and every random generator) is written atomically after each epoch, and a
+later call resumes from it: a run cut off after epoch e continues with epoch e + 1 and
+ends with exactly the numbers of an uninterrupted run (on the CPU; on a GPU up to
+the non-determinism of its kernels). CPU campaigns longer than a session need this.
 """
 from __future__ import annotations
 
 import copy
+import io
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +25,7 @@ from tqdm import tqdm
 
 from replication.config import Overridable
 from replication.data.dataset import DayDataset
+from replication.files import write_atomic
 from replication.metrics import daily_rank_ic, summarize
 
 
@@ -70,9 +79,47 @@ def predict(model, data: DeviceData, split: str) -> tuple[np.ndarray, np.ndarray
     return torch.cat(mus).cpu().numpy(), torch.cat(sigmas).cpu().numpy()
 
 
+def _rng_states(rng, gen, device) -> dict:
+    states = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(),
+              "generator": gen.get_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict, rng, gen, device) -> None:
+    rng.bit_generator.state = states["numpy"]
+    torch.set_rng_state(states["torch"])
+    gen.set_state(states["generator"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def _load_checkpoint(path, key: str) -> dict | None:
+    """The state saved at ``path`` for the run ``key``; None (with a warning) if unusable."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file: start again rather than fail
+        warnings.warn(f"ignoring unreadable checkpoint {path} ({exc}); training from epoch 0")
+        return None
+    if state.get("key") != key:
+        warnings.warn(f"ignoring checkpoint {path}: it belongs to another run or data set")
+        return None
+    return state
+
+
 def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
-        progress: bool = True, data: DeviceData | None = None) -> dict:
-    """Train ``model`` in place (best validation epoch restored); return the history."""
+        progress: bool = True, data: DeviceData | None = None, checkpoint=None,
+        segment: dict | None = None) -> dict:
+    """Train ``model`` in place (best validation epoch restored); return the history.
+
+    ``checkpoint``: a file path; training resumes from it when it holds this run's
+    state (same config and data fingerprint) and rewrites it after every epoch.
+    ``segment``: what to record about this (possibly resumed) stretch of training, e.g.
+    the git commit; the history returns one entry per stretch under ``segments``.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -81,9 +128,21 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     valid = ds.splits["valid"]
     n_train = len(data.splits["train"]["days"])
-    history, best, best_state, best_epoch = [], -np.inf, None, -1
-    epochs = tqdm(range(cfg.max_epochs), desc="epochs", disable=not progress)
+    history, best, best_state, best_epoch, start, segments = [], -np.inf, None, -1, 0, []
+    key = f"{cfg}|{ds.fingerprint}"
+    state = _load_checkpoint(checkpoint, key)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
+        best_state, start, segments = state["best_state"], len(history), state["segments"]
+        _set_rng_states(state["rng"], rng, gen, device)
+    segments = segments + [{"from_epoch": start, **(segment or {})}]
+    epochs = tqdm(range(start, cfg.max_epochs), desc="epochs", disable=not progress,
+                  initial=start, total=cfg.max_epochs)
     for epoch in epochs:
+        if history and epoch - best_epoch > cfg.patience:  # resumed a run that had stopped
+            break
         t0 = time.perf_counter()
         model.train()
         total = torch.zeros(3, device=device)
@@ -108,10 +167,16 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
         if ic["rank_ic"] > best:
             best, best_epoch = ic["rank_ic"], epoch
             best_state = copy.deepcopy(model.state_dict())
+        if checkpoint is not None:
+            buf = io.BytesIO()
+            torch.save({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "best_state": best_state, "best": best, "best_epoch": best_epoch,
+                        "history": history, "segments": segments, "rng": _rng_states(rng, gen, device)}, buf)
+            write_atomic(checkpoint, buf.getvalue())
         epochs.set_postfix(loss=f"{train_loss:.4f}", valid_ic=f"{ic['rank_ic']:.4f}",
                            best=f"{best:.4f}@{best_epoch}")
         if epoch - best_epoch >= cfg.patience:
             break
     model.load_state_dict(best_state)
     return {"history": history, "best_epoch": best_epoch, "epochs_trained": len(history),
-            "valid_rank_ic": best}
+            "valid_rank_ic": best, "segments": segments}

@@ -73,6 +73,56 @@ def test_killed_run_leaves_no_result_and_a_rerun_completes(market, dirs, monkeyp
     assert json.loads(path.read_text())["config"] == cfg
 
 
+def _without_timing(result):
+    drop = {"wall_seconds", "segments", "history"}
+    return ({k: v for k, v in result.items() if k not in drop},
+            [{k: v for k, v in h.items() if "seconds" not in k} for h in result["history"]])
+
+
+def test_cut_off_run_resumes_from_its_checkpoint_with_identical_numbers(market, dirs, tmp_path,
+                                                                        monkeypatch):
+    import replication.train as TR
+
+    cfg = R.run_config("factorvae", 3, DataConfig.make(universe="csi300", **split()), {},
+                       {"max_epochs": 3, "patience": 5})
+    whole = R.execute(cfg, device="cpu", progress=False, market=market,
+                      out=tmp_path / "whole", results=tmp_path / "whole_results")
+    assert not (tmp_path / "whole_results" / "checkpoints" / f"{whole['run_id']}.pt").exists()
+
+    calls = []
+
+    def cut_in_epoch_1(*args):  # the session ends during epoch 1's validation
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return summarize(*args)
+
+    summarize = TR.summarize
+    monkeypatch.setattr(TR, "summarize", cut_in_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        R.execute(cfg, device="cpu", progress=False, market=market, **dirs)
+    checkpoint = dirs["results"] / "checkpoints" / f"{whole['run_id']}.pt"
+    assert checkpoint.is_file() and not (dirs["out"] / f"{whole['run_id']}.json").exists()
+    monkeypatch.undo()
+    resumed = R.execute(cfg, device="cpu", progress=False, market=market, **dirs)
+    assert [s["from_epoch"] for s in resumed["segments"]] == [0, 1]
+    assert _without_timing(resumed) == _without_timing(whole)  # bit-identical on the CPU
+    a = np.load(dirs["results"] / f"{whole['run_id']}.npz")
+    b = np.load(tmp_path / "whole_results" / f"{whole['run_id']}.npz")
+    assert np.array_equal(a["mu"], b["mu"]) and np.array_equal(a["sigma"], b["sigma"])
+    assert not checkpoint.exists()  # a finished run leaves no checkpoint behind
+
+
+def test_damaged_checkpoint_is_ignored_with_a_warning(market, dirs):
+    cfg = _config(epochs=1)
+    checkpoint = dirs["results"] / "checkpoints" / f"{R.run_id(cfg)}.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="ignoring unreadable checkpoint"):
+        r = R.execute(cfg, device="cpu", progress=False, market=market, **dirs)
+    assert r["epochs_trained"] == 1 and r["segments"][0]["from_epoch"] == 0
+
+
 def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="unknown model 'factorvea'"):
         _config(model="factorvea")
