@@ -39,6 +39,17 @@ def test_selection_orders_by_validation_only(tmp_path):
         r["valid"] = {"rank_ic": v, "rank_icir": 0.4}
         r["run_id"] = f"run{i}"
         (tmp_path / f"run{i}.json").write_text(json.dumps(r))
-    df = tables.selection(tmp_path)
-    assert list(df["recon"]) == ["sample", "analytic"]  # best validation first, test ignored
+    other = tmp_path / "runs"
+    other.mkdir()
+    for model, seed in (("factorvae", 0), ("factorvae", 1), ("factorvae-prior", 0)):
+        r = _result(model, seed, 0.5, 1.0)
+        r["config"].update(model_config={"recon": "analytic"})
+        r["config"]["train"]["lr"] = 1e-4
+        r["valid"] = {"rank_ic": 0.055, "rank_icir": 0.4}
+        (other / f"{model}{seed}.json").write_text(json.dumps(r))
+    df = tables.selection(tmp_path, other)
+    assert list(df["recon"]) == ["sample", "analytic", "analytic"]  # best validation first
+    assert list(df["lr"]) == [1e-3, 1e-4, 1e-3]  # only FactorVAE seed 0 from runs/
     assert "test" not in " ".join(df.columns).lower()
+    with pytest.raises(FileNotFoundError, match="no factorvae seed-0 result files"):
+        tables.selection(tmp_path / "empty")
