@@ -18,8 +18,9 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,8 +32,25 @@ from replication.metrics import daily_rank_ic, summarize
 from replication.model import VARIANTS, FactorVAE, ModelConfig
 from replication.train import DeviceData, TrainConfig, fit, predict, resolve_device
 
-MODELS = VARIANTS  # the baselines join this list as they land
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How the runner makes a model. Every model offers ``loss(x, y, generator)`` ->
+    (loss, nll, kl) and ``predict(x)`` -> (mu, sigma) for one day's x (N, T, C); models
+    without a risk estimate return sigma = NaN. Optional: ``after_epoch(data)``, called
+    with the DeviceData after each epoch's training steps (CA's factor means), and a
+    ``weight_decay`` attribute (Adam's L2 term, 0 if absent)."""
+
+    config: type  # an Overridable dataclass: the model's hyper-parameters
+    build: Callable  # config -> nn.Module
+    train: dict = field(default_factory=dict)  # the model's TrainConfig defaults (e.g. Qlib's lr)
+    fixed: dict = field(default_factory=dict)  # config fields the model name fixes
+
+
+MODELS: dict[str, ModelSpec] = {v: ModelSpec(ModelConfig, FactorVAE, fixed={"variant": v})
+                                for v in VARIANTS}
 
 
 def run_config(model: str, seed: int, data: DataConfig, model_cfg: dict | None = None,
@@ -40,9 +58,10 @@ def run_config(model: str, seed: int, data: DataConfig, model_cfg: dict | None =
     """The full, JSON-able configuration of a run (what its result file must match)."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    spec = MODELS[model]
     config = {"model": model, "seed": seed, "data": asdict(data),
-              "model_config": asdict(ModelConfig.make(variant=model, **(model_cfg or {}))),
-              "train": asdict(TrainConfig.make(seed=seed, **(train_cfg or {})))}
+              "model_config": asdict(spec.config.make(**spec.fixed, **(model_cfg or {}))),
+              "train": asdict(TrainConfig.make(seed=seed, **{**spec.train, **(train_cfg or {})}))}
     return json.loads(json.dumps(config))  # tuples -> lists: equal to what a result file holds
 
 
@@ -90,7 +109,8 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     data_cfg = DataConfig.make(**config["data"])
     ds = dataset(data_cfg, market=market, progress=progress)
     torch.manual_seed(config["seed"])
-    model = FactorVAE(ModelConfig.make(**config["model_config"]))
+    spec = MODELS[config["model"]]
+    model = spec.build(spec.config.make(**config["model_config"]))
     data = DeviceData(ds, dev)
     rid = run_id(config)
     checkpoint = results / "checkpoints" / f"{rid}.pt"  # a cut-off run resumes from here
@@ -143,7 +163,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m replication.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--model", required=True, choices=list(MODELS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--universe", default="all", choices=("all", "csi300"))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:0 ...")

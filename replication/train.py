@@ -125,7 +125,9 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     data = data or DeviceData(ds, device)
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr,
+                           weight_decay=getattr(model, "weight_decay", 0.0))  # Qlib's "reg"
+    after_epoch = getattr(model, "after_epoch", None)  # e.g. CA's mean of the training factors
     valid = ds.splits["valid"]
     n_train = len(data.splits["train"]["days"])
     history, best, best_state, best_epoch, start, segments = [], -np.inf, None, -1, 0, []
@@ -155,6 +157,8 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
             opt.step()
             total += torch.stack([loss.detach(), nll.detach(), kl.detach()])
         train_loss, train_nll, train_kl = (total / n_train).tolist()  # one read per epoch
+        if after_epoch is not None:
+            after_epoch(data)
         train_s = time.perf_counter() - t0
         mu, _ = predict(model, data, "valid")
         ic = summarize(daily_rank_ic(mu, valid.label, valid.offsets))

@@ -155,3 +155,13 @@ def test_predictions_up_to_day_s_ignore_data_after_s(market):
     np.testing.assert_array_equal(mu_a[:upto], mu_b[:upto])
     np.testing.assert_array_equal(sigma_a[:upto], sigma_b[:upto])
     assert not np.array_equal(mu_a[upto:], mu_b[upto:])
+
+
+def test_run_ids_of_committed_configs_do_not_drift():
+    """Result files are found by run id (a hash of the config): adding models or
+    options must not change the ids of the table's FactorVAE runs."""
+    data = DataConfig(universe="csi300")
+    assert R.run_id(R.run_config("factorvae", 0, data)) == "factorvae-csi300-seed0-c3382364"
+    assert R.run_id(R.run_config("factorvae-prior", 0, data)) == "factorvae-prior-csi300-seed0-a307adbc"
+    assert R.run_id(R.run_config("factorvae", 0, data, {"recon": "sample"}, {"lr": 1e-3})) \
+        == "factorvae-csi300-seed0-60fa0ca7"  # a selection run of paper_tables/selection
