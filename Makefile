@@ -10,6 +10,7 @@ PACK ?= cache/cn_data.pack
 UNIVERSE ?= csi300
 EPOCHS ?= 100
 DEVICE ?= auto
+TRAIN ?= True
 SMOKE_PARAMS = -p smoke True -p epochs 2 -y "seeds: [0, 1]"
 NB_RUN = $(VENV)/bin/jupytext --to ipynb notebooks/$(1).py -o cache/$(1).ipynb -q && \
 	$(VENV)/bin/papermill --cwd . cache/$(1).ipynb $(2) $(3)
@@ -45,9 +46,9 @@ smoke: setup ## the whole pipeline on the synthetic market (minutes, CPU); write
 	mkdir -p cache/smoke
 	$(call NB_RUN,table1,cache/smoke/table1.ipynb,$(SMOKE_PARAMS))
 
-table1: setup ## Table 1 (UNIVERSE=csi300|all, EPOCHS, DEVICE); executed notebook in notebooks/executed/
+table1: setup ## Table 1 (UNIVERSE=csi300|all, EPOCHS, DEVICE, TRAIN=False: table from existing runs only)
 	mkdir -p cache notebooks/executed
-	$(call NB_RUN,table1,notebooks/executed/table1.ipynb,-p universe $(UNIVERSE) -p epochs $(EPOCHS) -p device $(DEVICE))
+	$(call NB_RUN,table1,notebooks/executed/table1.ipynb,-p universe $(UNIVERSE) -p epochs $(EPOCHS) -p device $(DEVICE) -p train $(TRAIN))
 
 clean: ## remove cached datasets, the synthetic market and smoke outputs (keeps .venv and results)
 	rm -rf cache/datasets cache/synthetic cache/smoke

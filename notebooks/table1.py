@@ -26,6 +26,7 @@ epochs = 100  # max epochs; early stopping on the validation Rank IC ends runs s
 device = "auto"
 provider = None  # Qlib provider directory or pack file; None: $QLIB_DATA
 smoke = False
+train = True  # False: build the table from the result files present, train nothing
 out = "paper_tables"
 
 # %%
@@ -49,12 +50,19 @@ else:
     data = DataConfig(universe=universe)
 out = root / out
 results_dir = root / ("cache/smoke/results" if smoke else "results")
-market = load_market(provider)
+market = load_market(provider) if train else None  # rebuilding the table needs no data
 configs = [run.run_config(m, s, data, {}, {"max_epochs": epochs}) for m in models for s in seeds]
 
 # %%
-results = [run.execute(c, provider, device, out / "runs", results_dir, market=market)
-           for c in tqdm(configs, desc="runs")]
+if train:
+    results = [run.execute(c, provider, device, out / "runs", results_dir, market=market)
+               for c in tqdm(configs, desc="runs")]
+else:
+    found = {run.run_id(c): run.finished(out / "runs" / f"{run.run_id(c)}.json", c) for c in configs}
+    results = [r for r in found.values() if r is not None]
+    print("missing runs (not trained, train=False):", [k for k, r in found.items() if r is None] or "none")
+    if not results:
+        raise FileNotFoundError(f"no result files for these runs in {out / 'runs'}: run with train=True")
 
 # %%
 df = tables.table1(results)
