@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from replication import baselines
+from replication import baselines, factor_models
 from replication.data.dataset import DataConfig, dataset
 from replication.data.provider import DataError, load_market
 from replication.files import write_atomic
@@ -52,7 +52,8 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {v: ModelSpec(ModelConfig, FactorVAE, fixed={"variant": v})
                                 for v in VARIANTS}
-MODELS.update({n: ModelSpec(c, b, train=t) for n, (c, b, t) in baselines.MODELS.items()})
+MODELS.update({n: ModelSpec(c, b, train=t)  # the Table 1 baselines, in the paper's order
+               for n, (c, b, t) in {**baselines.MODELS, **factor_models.MODELS}.items()})
 
 
 def run_config(model: str, seed: int, data: DataConfig, model_cfg: dict | None = None,
