@@ -173,7 +173,9 @@ def main(argv=None) -> int:
     p.add_argument("--provider", default=None, help="Qlib provider directory or pack file")
     p.add_argument("--epochs", type=int, help="max epochs (default: TrainConfig's)")
     p.add_argument("--lr", type=float)
-    p.add_argument("--recon", choices=("analytic", "sample"))
+    p.add_argument("--recon", choices=("analytic", "sample"), help="FactorVAE's eq. (17) switch")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model hyper-parameter, e.g. --set variant=ca0 (repeatable)")
     p.add_argument("--patience", type=int, help="early-stopping patience (default: TrainConfig's)")
     p.add_argument("--out", default=str(ROOT / "paper_tables" / "runs"))
     p.add_argument("--results", default=str(ROOT / "results"))
@@ -181,7 +183,19 @@ def main(argv=None) -> int:
     train = {k: v for k, v in (("max_epochs", a.epochs), ("lr", a.lr), ("patience", a.patience))
              if v is not None}
     model_cfg = {"recon": a.recon} if a.recon else {}
-    config = run_config(a.model, a.seed, DataConfig(universe=a.universe), model_cfg, train)
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set needs KEY=VALUE, got {item!r}")
+        try:
+            model_cfg[key] = json.loads(value)  # numbers, true/false; else the plain string
+        except ValueError:
+            model_cfg[key] = value
+    try:
+        config = run_config(a.model, a.seed, DataConfig(universe=a.universe), model_cfg, train)
+    except ValueError as exc:  # an option the model does not have, or a bad value
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         r = execute(config, a.provider, a.device, Path(a.out), Path(a.results))
     except DataError as exc:

@@ -165,3 +165,10 @@ def test_run_ids_of_committed_configs_do_not_drift():
     assert R.run_id(R.run_config("factorvae-prior", 0, data)) == "factorvae-prior-csi300-seed0-a307adbc"
     assert R.run_id(R.run_config("factorvae", 0, data, {"recon": "sample"}, {"lr": 1e-3})) \
         == "factorvae-csi300-seed0-60fa0ca7"  # a selection run of paper_tables/selection
+
+
+def test_cli_rejects_a_hyper_parameter_the_model_lacks(capsys):
+    assert R.main(["--model", "gru", "--recon", "sample"]) == 2
+    assert "unknown GRUConfig keys ['recon']" in capsys.readouterr().err
+    assert R.main(["--model", "ca", "--set", "variant=ca9"]) == 2
+    assert "unknown CA variant 'ca9'" in capsys.readouterr().err
