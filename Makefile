@@ -11,7 +11,7 @@ UNIVERSE ?= csi300
 EPOCHS ?= 100
 DEVICE ?= auto
 TRAIN ?= True
-SMOKE_PARAMS = -p smoke True -p epochs 2 -y "seeds: [0, 1]"
+SMOKE_PARAMS = -p smoke True -p epochs 1 -y "seeds: [0]"
 NB_RUN = $(VENV)/bin/jupytext --to ipynb notebooks/$(1).py -o cache/$(1).ipynb -q && \
 	$(VENV)/bin/papermill --cwd . cache/$(1).ipynb $(2) $(3)
 

@@ -163,6 +163,14 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     return result
 
 
+def result_of(config: dict, out: Path, train: bool = True, **execute_kwargs) -> dict | None:
+    """The run's result: trained now if it is missing and ``train``; None if it is
+    missing and not ``train`` (tables are then built from the runs that exist)."""
+    if train:
+        return execute(config, out=out, **execute_kwargs)
+    return finished(Path(out) / f"{run_id(config)}.json", config)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m replication.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

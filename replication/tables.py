@@ -15,8 +15,9 @@ PAPER_TABLE1 = {
     "CA": (0.039, 0.002, 0.442, 0.036), "FactorVAE-prior": (0.042, 0.003, 0.384, 0.033),
     "FactorVAE": (0.055, 0.004, 0.568, 0.044),
 }
-DISPLAY = {"factorvae": "FactorVAE", "factorvae-prior": "FactorVAE-prior",
-           "factorvae-port": "FactorVAE-port"}
+DISPLAY = {"gru": "GRU", "alstm": "ALSTM", "gat": "GAT", "trans": "Trans", "sfm": "SFM",
+           "linear": "Linear", "ca": "CA", "factorvae": "FactorVAE",
+           "factorvae-prior": "FactorVAE-prior", "factorvae-port": "FactorVAE-port"}
 
 
 def load_results(folder, run_ids) -> list[dict]:
@@ -28,6 +29,13 @@ def load_results(folder, run_ids) -> list[dict]:
             raise FileNotFoundError(f"result {path} is missing: run it with replication.run")
         out.append(json.loads(path.read_text()))
     return out
+
+
+def best_on_validation(results: list[dict]) -> dict:
+    """The result with the highest validation Rank IC (the only selection rule used)."""
+    if not results:
+        raise ValueError("no results to choose from")
+    return max(results, key=lambda r: r["valid"]["rank_ic"])
 
 
 def _mean_std(values) -> str:
@@ -44,17 +52,21 @@ def table1(results: list[dict]) -> pd.DataFrame:
     for model, rs in by_model.items():
         name = DISPLAY.get(model, model)
         paper = PAPER_TABLE1.get(name)
+        variants = sorted({r["config"]["model_config"].get("variant", "") for r in rs})
         rows.append({
-            "Method": name, "seeds": ",".join(str(r["config"]["seed"]) for r in rs),
+            "Method": name + (f" ({', '.join(variants).upper()})" if model == "ca" else ""),
+            "seeds": ",".join(str(r["config"]["seed"]) for r in rs),
             "Rank IC": _mean_std([r["test"]["rank_ic"] for r in rs]),
             "Rank ICIR": _mean_std([r["test"]["rank_icir"] for r in rs]),
             "paper Rank IC": f"{paper[0]:.3f}({paper[1]:.3f})" if paper else "",
             "paper Rank ICIR": f"{paper[2]:.3f}({paper[3]:.3f})" if paper else "",
+            "lr": ", ".join(f"{v:g}" for v in sorted({r["config"]["train"]["lr"] for r in rs})),
             "epochs (best)": ", ".join(f"{r['epochs_trained']}({r['best_epoch']})" for r in rs),
             "minutes/run": f"{np.mean([r['wall_seconds'] for r in rs]) / 60:.1f}",
         })
     order = {n: i for i, n in enumerate(PAPER_TABLE1)}
-    return pd.DataFrame(rows).sort_values("Method", key=lambda s: s.map(order)).reset_index(drop=True)
+    rank = lambda s: s.str.split(" (", regex=False).str[0].map(order).fillna(len(order))  # noqa: E731
+    return pd.DataFrame(rows).sort_values("Method", key=rank, kind="stable").reset_index(drop=True)
 
 
 def provenance(results: list[dict]) -> dict:

@@ -5,7 +5,7 @@ from replication import tables
 
 def _result(model, seed, ic, icir):
     return {"config": {"model": model, "seed": seed, "data": {"universe": "csi300", "test": ["a", "b"]},
-                       "train": {"max_epochs": 5}},
+                       "train": {"max_epochs": 5, "lr": 1e-4}, "model_config": {"variant": "ca1"}},
             "test": {"rank_ic": ic, "rank_icir": icir}, "epochs_trained": 4, "best_epoch": 1,
             "wall_seconds": 60, "run_id": f"{model}-{seed}", "device": "CPU", "data_fingerprint": "f",
             "data_range": ["x", "y"], "git_commit": "c"}
@@ -16,12 +16,23 @@ def test_table1_mean_std_over_seeds_beside_the_paper(tmp_path):
           _result("factorvae-prior", 0, 0.04, 0.4)]
     df = tables.table1(rs)
     assert list(df["Method"]) == ["FactorVAE-prior", "FactorVAE"]  # the paper's order
+    more = tables.table1(rs + [_result("ca", 0, 0.03, 0.3), _result("gru", 0, 0.02, 0.2)])
+    assert list(more["Method"]) == ["GRU", "CA (CA1)", "FactorVAE-prior", "FactorVAE"]
+    assert more.set_index("Method").loc["CA (CA1)", "paper Rank IC"] == "0.039(0.002)"
     fv = df.set_index("Method").loc["FactorVAE"]
     assert fv["Rank IC"] == "0.060(0.014)" and fv["Rank ICIR"] == "0.600(0.141)"
     assert fv["paper Rank IC"] == "0.055(0.004)" and fv["paper Rank ICIR"] == "0.568(0.044)"
     tables.write_table(df, tables.provenance(rs), tmp_path, "table1", "T1")
     md = (tmp_path / "table1.md").read_text()
     assert "universe: ['csi300']" in md and "| FactorVAE | 0,1 | 0.060(0.014)" in md
+
+
+def test_best_on_validation_ignores_test():
+    a, b = _result("ca", 0, 0.09, 1.0), _result("ca", 0, 0.01, 1.0)
+    a["valid"], b["valid"] = {"rank_ic": 0.02}, {"rank_ic": 0.03}
+    assert tables.best_on_validation([a, b]) is b
+    with pytest.raises(ValueError):
+        tables.best_on_validation([])
 
 
 def test_missing_result_file_is_named(tmp_path):
