@@ -11,11 +11,12 @@ UNIVERSE ?= csi300
 EPOCHS ?= 100
 DEVICE ?= auto
 TRAIN ?= True
+LANES ?= 1
 SMOKE_PARAMS = -p smoke True -p epochs 1 -y "seeds: [0]"
 NB_RUN = $(VENV)/bin/jupytext --to ipynb notebooks/$(1).py -o cache/$(1).ipynb -q && \
 	$(VENV)/bin/papermill --cwd . cache/$(1).ipynb $(2) $(3)
 
-.PHONY: help setup test data pack smoke table1 clean
+.PHONY: help setup test data pack smoke table1 campaign clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -49,6 +50,9 @@ smoke: setup ## the whole pipeline on the synthetic market (minutes, CPU); write
 table1: setup ## Table 1 (UNIVERSE=csi300|all, EPOCHS, DEVICE, TRAIN=False: table from existing runs only)
 	mkdir -p cache notebooks/executed
 	$(call NB_RUN,table1,notebooks/executed/table1.ipynb,-p universe $(UNIVERSE) -p epochs $(EPOCHS) -p device $(DEVICE) -p train $(TRAIN))
+
+campaign: setup ## every missing Table 1 run on LANES worker processes (UNIVERSE, EPOCHS, DEVICE); rerun to resume
+	$(PY) -m replication.campaign --universe $(UNIVERSE) --epochs $(EPOCHS) --device $(DEVICE) --lanes $(LANES)
 
 clean: ## remove cached datasets, the synthetic market and smoke outputs (keeps .venv and results)
 	rm -rf cache/datasets cache/synthetic cache/smoke

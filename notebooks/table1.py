@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from replication import run, synthetic, tables
+from replication import campaign, run, synthetic, tables
 from replication.data import load_market
 from replication.data.dataset import DataConfig
 
@@ -65,30 +65,31 @@ def result(model, seed, model_cfg=None):
 
 
 # %% [markdown]
+# Train (or find) every cell. A model with `options` first gets one seed-0 run per
+# setting; when all exist, the best validation Rank IC picks the setting of its other
+# seeds (`replication.campaign`: the same plan as `python -m replication.campaign`).
+
+# %%
+while True:
+    chosen = campaign.choices(models, seeds[0], options, data, train_cfg, out / "runs")
+    cells = campaign.plan(models, seeds, options, chosen)
+    found = {(m, s, str(o)): result(m, s, o) for m, s, o in tqdm(cells, desc="runs")}
+    if not train or campaign.choices(models, seeds[0], options, data, train_cfg, out / "runs") == chosen:
+        break
+print("missing runs:", [k for k, r in found.items() if r is None] or "none")
+results = [r for (m, s, o), r in found.items() if r is not None and (m not in options or m in chosen)]
+if not results:
+    raise FileNotFoundError(f"no result files for these runs in {out / 'runs'}: run with train=True")
+
+# %% [markdown]
 # Validation-only choices (seed 0): every setting's validation Rank IC, best first.
 
 # %%
-chosen = {}
-for model in [m for m in models if m in options]:
-    found = [r for r in (result(model, seeds[0], o) for o in tqdm(options[model], desc=model)) if r]
-    if len(found) < len(options[model]):
-        print(f"{model}: only {len(found)} of {len(options[model])} selection runs exist")
-    if found:
-        best = tables.best_on_validation(found)
-        chosen[model] = {k: best["config"]["model_config"][k] for k in options[model][0]}
-        print(model, "chosen:", chosen[model])
-        print(tables.markdown(pd.DataFrame(
-            [{**{k: r["config"]["model_config"][k] for k in options[model][0]},
-              "valid Rank IC": round(r["valid"]["rank_ic"], 4)} for r in found])
-            .sort_values("valid Rank IC", ascending=False)))
-
-# %%
-cells = [(m, s) for m in models for s in seeds if m not in options or m in chosen]
-found = {(m, s): result(m, s, chosen.get(m)) for m, s in tqdm(cells, desc="runs")}
-results = [r for r in found.values() if r is not None]
-print("missing runs:", [f"{m} seed {s}" for (m, s), r in found.items() if r is None] or "none")
-if not results:
-    raise FileNotFoundError(f"no result files for these runs in {out / 'runs'}: run with train=True")
+for model, setting in chosen.items():
+    rows = [{**o, "valid Rank IC": round(result(model, seeds[0], o)["valid"]["rank_ic"], 4)}
+            for o in options[model]]
+    print(model, "chosen:", setting)
+    print(tables.markdown(pd.DataFrame(rows).sort_values("valid Rank IC", ascending=False)))
 
 # %%
 df = tables.table1(results)

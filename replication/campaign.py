@@ -1,0 +1,129 @@
+"""Every missing run of Table 1, on several worker processes.
+
+    python -m replication.campaign --universe csi300 --lanes 2 --device cpu
+
+A table cell is (model, seed, settings). Models with settings to choose (CA's depth)
+first get one seed-0 run per setting; once all of them exist, the best validation
+Rank IC picks the setting for the other seeds (that run doubles as the seed-0 cell).
+Workers take the missing runs one at a time through :func:`replication.run.execute`:
+finished runs are skipped and a cut-off run resumes from its checkpoint, so rerunning
+the same command after an interruption (e.g. the end of a session) continues the
+campaign. Do not start two campaigns on the same output folder at once: they would
+train the same run twice.
+
+On a CPU each worker uses ``--threads`` threads (default 1): two one-thread runs on
+two cores finish more epochs per hour than one two-thread run.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+from replication import run
+from replication.data.dataset import DataConfig
+from replication.tables import best_on_validation
+
+TABLE1 = ("gru", "alstm", "gat", "trans", "sfm", "linear", "ca", "factorvae-prior", "factorvae")
+OPTIONS = {"ca": tuple({"variant": v} for v in ("ca0", "ca1", "ca2", "ca3"))}  # chosen on validation
+
+
+def choices(models, seed: int, options: dict, data: DataConfig, train_cfg: dict, out) -> dict:
+    """model -> the settings with the best validation Rank IC among its seed-``seed``
+    runs, for the models whose selection runs all exist in ``out``."""
+    chosen = {}
+    for model in (m for m in models if m in options):
+        found = [run.finished(Path(out) / f"{run.run_id(c)}.json", c)
+                 for c in (run.run_config(model, seed, data, o, train_cfg) for o in options[model])]
+        if all(found):
+            best = best_on_validation(found)["config"]["model_config"]
+            chosen[model] = {k: best[k] for k in options[model][0]}
+    return chosen
+
+
+def plan(models, seeds, options: dict, chosen: dict) -> list[tuple[str, int, dict]]:
+    """The cells that can run now, seed by seed (every row gets a first seed early):
+    selection runs of undecided models, and every seed of the others."""
+    cells = []
+    for seed in seeds:
+        for model in models:
+            if model not in options:
+                cells.append((model, seed, {}))
+            elif model in chosen:
+                cells.append((model, seed, chosen[model]))
+            elif seed == seeds[0]:
+                cells += [(model, seed, o) for o in options[model]]
+    return cells
+
+
+_market = None  # each worker's copy of the market, loaded once
+
+
+def _start_worker(provider, threads: int) -> None:
+    global _market
+    import torch
+
+    from replication.data import load_market
+
+    torch.set_num_threads(threads)
+    _market = load_market(provider)
+
+
+def _train(job) -> str:
+    config, provider, device, out, results = job
+    t0 = time.time()
+    r = run.execute(config, provider, device, out, results, progress=False, market=_market)
+    return (f"{r['run_id']}: valid Rank IC {r['valid']['rank_ic']:.4f}, "
+            f"{r['epochs_trained']} epochs, {(time.time() - t0) / 60:.1f} min this session")
+
+
+def campaign(models=TABLE1, seeds=range(5), options=OPTIONS, data: DataConfig = DataConfig(),
+             train_cfg: dict | None = None, provider=None, device: str = "auto", lanes: int = 1,
+             threads: int = 1, out=run.ROOT / "paper_tables" / "runs",
+             results=run.ROOT / "results", dry_run: bool = False) -> list[str]:
+    """Train every missing run; return the ids of the runs it trained (or would train)."""
+    seeds, train_cfg, done = list(seeds), dict(train_cfg or {}), []
+    while True:
+        chosen = choices(models, seeds[0], options, data, train_cfg, out)
+        configs = [run.run_config(m, s, data, o, train_cfg) for m, s, o in plan(models, seeds, options, chosen)]
+        missing = [c for c in configs
+                   if run.finished(Path(out) / f"{run.run_id(c)}.json", c) is None]
+        if not missing:
+            return done
+        print(f"{len(missing)} runs to train ({len(configs) - len(missing)} of {len(configs)} done)",
+              flush=True)
+        done += [run.run_id(c) for c in missing]
+        if dry_run:
+            return done
+        jobs = [(c, provider, device, Path(out), Path(results)) for c in missing]
+        with mp.get_context("spawn").Pool(lanes, _start_worker, (provider, threads)) as pool:
+            for line in pool.imap_unordered(_train, jobs):  # a worker takes the next run when free
+                print(time.strftime("%H:%M:%S"), line, flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m replication.campaign", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(TABLE1), choices=list(run.MODELS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--universe", default="all", choices=("all", "csi300"))
+    p.add_argument("--epochs", type=int, help="max epochs (default: TrainConfig's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--provider", default=None, help="Qlib provider directory or pack file")
+    p.add_argument("--lanes", type=int, default=1, help="runs trained at once (worker processes)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per worker")
+    p.add_argument("--out", default=str(run.ROOT / "paper_tables" / "runs"))
+    p.add_argument("--results", default=str(run.ROOT / "results"))
+    p.add_argument("--dry-run", action="store_true", help="list the missing runs, train nothing")
+    a = p.parse_args(argv)
+    train_cfg = {"max_epochs": a.epochs} if a.epochs else {}
+    ids = campaign(a.models, a.seeds, OPTIONS, DataConfig(universe=a.universe), train_cfg, a.provider,
+                   a.device, a.lanes, a.threads, a.out, a.results, a.dry_run)
+    print("\n".join(ids) if a.dry_run else f"trained {len(ids)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

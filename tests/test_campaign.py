@@ -1,0 +1,35 @@
+"""The campaign: which cells run when, validation-only choices, parallel workers, resuming."""
+from __future__ import annotations
+
+import json
+
+import replication.campaign as C
+from replication.data.dataset import DataConfig
+from replication.synthetic import split
+
+V0, V1 = {"variant": "ca0"}, {"variant": "ca1"}
+
+
+def test_plan_runs_selection_first_then_the_chosen_setting():
+    opts = {"ca": (V0, V1)}
+    assert C.plan(["gru", "ca"], [0, 1], opts, {}) == [
+        ("gru", 0, {}), ("ca", 0, V0), ("ca", 0, V1), ("gru", 1, {})]
+    assert C.plan(["gru", "ca"], [0, 1], opts, {"ca": V1}) == [
+        ("gru", 0, {}), ("ca", 0, V1), ("gru", 1, {}), ("ca", 1, V1)]
+
+
+def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("REPLICATION_CACHE", str(tmp_path / "cache"))  # inherited by the workers
+    kw = dict(models=["linear", "ca"], seeds=[0, 1], options={"ca": (V0, V1)},
+              data=DataConfig.make(universe="csi300", **split()),
+              train_cfg={"max_epochs": 1, "patience": 1}, provider=synthetic_dir, device="cpu",
+              lanes=2, out=tmp_path / "runs", results=tmp_path / "results")
+    assert len(C.campaign(**kw, dry_run=True)) == 4  # linear x 2 seeds + 2 selection runs
+    trained = C.campaign(**kw)
+    assert len(trained) == 5  # ... then CA seed 1 with the chosen depth
+    results = [json.loads((tmp_path / "runs" / f"{rid}.json").read_text()) for rid in trained]
+    selection = {r["config"]["model_config"]["variant"]: r["valid"]["rank_ic"]
+                 for r in results if r["config"]["model"] == "ca" and r["config"]["seed"] == 0}
+    seed1 = [r for r in results if r["config"]["model"] == "ca" and r["config"]["seed"] == 1]
+    assert seed1[0]["config"]["model_config"]["variant"] == max(selection, key=selection.get)
+    assert C.campaign(**kw) == []  # everything exists: a rerun trains nothing
