@@ -40,7 +40,7 @@ def best_on_validation(results: list[dict]) -> dict:
 
 def _mean_std(values) -> str:
     v = np.asarray(values, dtype=float)
-    return f"{v.mean():.3f}({v.std(ddof=1) if len(v) > 1 else 0:.3f})"
+    return f"{v.mean():.3f}({v.std(ddof=1):.3f})" if len(v) > 1 else f"{v[0]:.3f}(one seed)"
 
 
 def table1(results: list[dict]) -> pd.DataFrame:

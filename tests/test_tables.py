@@ -19,6 +19,7 @@ def test_table1_mean_std_over_seeds_beside_the_paper(tmp_path):
     more = tables.table1(rs + [_result("ca", 0, 0.03, 0.3), _result("gru", 0, 0.02, 0.2)])
     assert list(more["Method"]) == ["GRU", "CA (CA1)", "FactorVAE-prior", "FactorVAE"]
     assert more.set_index("Method").loc["CA (CA1)", "paper Rank IC"] == "0.039(0.002)"
+    assert more.set_index("Method").loc["GRU", "Rank IC"] == "0.020(one seed)"  # no std of one
     fv = df.set_index("Method").loc["FactorVAE"]
     assert fv["Rank IC"] == "0.060(0.014)" and fv["Rank ICIR"] == "0.600(0.141)"
     assert fv["paper Rank IC"] == "0.055(0.004)" and fv["paper Rank ICIR"] == "0.568(0.044)"
