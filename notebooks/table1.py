@@ -95,6 +95,8 @@ for model, setting in chosen.items():
 df = tables.table1(results)
 prov = tables.provenance(results)
 title = "Table 1 (smoke: synthetic market)" if smoke else f"Table 1 — universe {universe}"
+if len(results) < len(models) * len(seeds):
+    title += f" — in progress: {len(results)} of {len(models) * len(seeds)} runs"
 tables.write_table(df, prov, out, "table1", title)
 print(prov)
 df
