@@ -188,10 +188,12 @@ def gaussian_nll(y: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torc
     return (torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2).mean() + 0.5 * math.log(2 * math.pi)
 
 
-def gaussian_kl(mu_q, sigma_q, mu_p, sigma_p) -> torch.Tensor:
-    """KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)), summed over independent factors."""
-    return (torch.log(sigma_p / sigma_q)
-            + (sigma_q ** 2 + (mu_q - mu_p) ** 2) / (2 * sigma_p ** 2) - 0.5).sum()
+def gaussian_kl(mu_q, sigma_q, mu_p, sigma_p, reduce: bool = True) -> torch.Tensor:
+    """KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)), summed over independent factors
+    (``reduce=False``: one term per factor)."""
+    kl = (torch.log(sigma_p / sigma_q)
+          + (sigma_q ** 2 + (mu_q - mu_p) ** 2) / (2 * sigma_p ** 2) - 0.5)
+    return kl.sum() if reduce else kl
 
 
 class FactorVAE(nn.Module):
@@ -211,6 +213,14 @@ class FactorVAE(nn.Module):
         e = self.feature(x)
         mu_prior, sigma_prior = self.predictor(e)
         return self.decoder(e, mu_prior, sigma_prior)
+
+    def factor_kl(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """KL(posterior || prior) of each factor for one day, (K,): a diagnostic of
+        posterior collapse (factors whose KL stays ~0 carry no information). Reads the
+        day's returns y, like the loss; prediction never uses it."""
+        e = self.feature(x)
+        mu_post, sigma_post = self.encoder(y, e)
+        return gaussian_kl(mu_post, sigma_post, *self.predictor(e), reduce=False)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):
         """Eq. (17) for one day: NLL of ``y`` under the reconstruction + gamma * KL.

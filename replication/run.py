@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from replication.data.provider import DataError, load_market
 from replication.files import write_atomic
 from replication.metrics import daily_rank_ic, summarize
 from replication.model import VARIANTS, FactorVAE, ModelConfig
-from replication.train import DeviceData, TrainConfig, fit, predict, resolve_device
+from replication.train import DeviceData, TrainConfig, fit, mean_factor_kl, predict, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,8 +91,6 @@ def git_commit() -> str:
 
 
 def _npz(**arrays) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
@@ -129,6 +128,9 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     codes = ds.codes[test.stock]
     preds = dict(date=days, instrument=codes, mu=mu, sigma=sigma, label=test.label)
     write_atomic(results / f"{rid}.npz", _npz(**preds))
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)  # the restored best epoch, for later diagnostics
+    write_atomic(results / f"{rid}.pt", weights.getvalue())
     if config["model"] == "factorvae" and config["seed"] == 0:
         d, j = np.repeat(test.days, np.diff(test.offsets)), test.stock
         member = market.membership("csi300")[:, [market.column(c) for c in ds.codes]][d, j] \
@@ -143,6 +145,9 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
                                "values": [None if np.isnan(v) else round(float(v), 6)
                                           for v in daily]},
         "epochs_trained": history["epochs_trained"], "best_epoch": history["best_epoch"],
+        # posterior collapse check: factors whose mean KL stays ~0 carry no information
+        "valid_factor_kl": None if getattr(model, "encoder", None) is None else
+        [round(float(v), 5) for v in mean_factor_kl(model, data, "valid")],
         "history": history["history"],
         # wall time of the run; a resumed run adds the epochs of its earlier stretches
         "wall_seconds": round(time.time() - t0 + sum(

@@ -110,6 +110,14 @@ def _load_checkpoint(path, key: str) -> dict | None:
     return state
 
 
+@torch.no_grad()
+def mean_factor_kl(model, data: DeviceData, split: str) -> np.ndarray:
+    """Each factor's KL(posterior || prior), averaged over the days of ``split``, (K,)."""
+    model.eval()
+    days = range(len(data.splits[split]["days"]))
+    return torch.stack([model.factor_kl(*data.batch(split, k)) for k in days]).mean(0).cpu().numpy()
+
+
 def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
         progress: bool = True, data: DeviceData | None = None, checkpoint=None,
         segment: dict | None = None) -> dict:

@@ -306,6 +306,16 @@ def test_eq16_factor_predictor():
 
 
 # --------------------------------------------------------------------- eq. 17
+def test_factor_kl_terms_sum_to_the_loss_kl():
+    torch.manual_seed(0)
+    model = FactorVAE(ModelConfig(recon="analytic"))
+    x, y = torch.randn(30, 20, 20), torch.randn(30)
+    terms = model.factor_kl(x, y)
+    _, _, kl = model.loss(x, y)
+    assert terms.shape == (32,) and (terms >= 0).all()
+    torch.testing.assert_close(terms.sum(), kl)
+
+
 def test_gaussian_helpers():
     from replication.model import gaussian_kl, gaussian_nll
 

@@ -8,7 +8,7 @@ import pytest
 
 import replication.run as R
 from replication.data import load_market
-from replication.data.dataset import DataConfig
+from replication.data.dataset import DataConfig, dataset
 from replication.synthetic import split
 
 
@@ -41,6 +41,17 @@ def test_run_writes_result_and_predictions_and_learns(market, dirs):
     assert {"date", "instrument", "mu", "sigma", "label"} <= set(preds.files)
     assert (preds["sigma"] > 0).all() and len(preds["mu"]) == len(preds["label"])
     assert (dirs["out"].parent / "predictions" / f"{r['run_id']}.npz").is_file()  # seed 0
+    kl = saved["valid_factor_kl"]
+    assert len(kl) == 32 and min(kl) >= 0 and max(kl) > 0  # one KL per factor
+    import torch
+
+    from replication.model import FactorVAE, ModelConfig
+    from replication.train import DeviceData, predict
+    model = FactorVAE(ModelConfig.make(**cfg["model_config"]))  # the saved best weights ...
+    model.load_state_dict(torch.load(dirs["results"] / f"{r['run_id']}.pt", weights_only=True))
+    ds = dataset(DataConfig.make(**cfg["data"]), market=market, progress=False)
+    mu, _ = predict(model, DeviceData(ds, torch.device("cpu")), "test")
+    np.testing.assert_array_equal(mu, preds["mu"])  # ... give the saved predictions
 
 
 def test_rerun_is_skipped_and_other_config_runs(market, dirs, monkeypatch):
