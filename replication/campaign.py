@@ -72,9 +72,9 @@ def _start_worker(provider, threads: int) -> None:
 
 
 def _train(job) -> str:
-    config, provider, device, out, results = job
+    config, provider, device, out, results, progress = job
     t0 = time.time()
-    r = run.execute(config, provider, device, out, results, progress=False, market=_market)
+    r = run.execute(config, provider, device, out, results, progress=progress, market=_market)
     return (f"{r['run_id']}: valid Rank IC {r['valid']['rank_ic']:.4f}, "
             f"{r['epochs_trained']} epochs, {(time.time() - t0) / 60:.1f} min this session")
 
@@ -97,7 +97,8 @@ def campaign(models=TABLE1, seeds=range(5), options=OPTIONS, data: DataConfig = 
         done += [run.run_id(c) for c in missing]
         if dry_run:
             return done
-        jobs = [(c, provider, device, Path(out), Path(results)) for c in missing]
+        # epoch progress bars from several workers would garble one terminal: one line per run then
+        jobs = [(c, provider, device, Path(out), Path(results), lanes == 1) for c in missing]
         with mp.get_context("spawn").Pool(lanes, _start_worker, (provider, threads)) as pool:
             for line in pool.imap_unordered(_train, jobs):  # a worker takes the next run when free
                 print(time.strftime("%H:%M:%S"), line, flush=True)
