@@ -146,8 +146,8 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
                                           for v in daily]},
         "epochs_trained": history["epochs_trained"], "best_epoch": history["best_epoch"],
         # posterior collapse check: factors whose mean KL stays ~0 carry no information
-        "valid_factor_kl": None if getattr(model, "encoder", None) is None else
-        [round(float(v), 5) for v in mean_factor_kl(model, data, "valid")],
+        "valid_factor_kl": [round(float(v), 5) for v in mean_factor_kl(model, data, "valid")]
+        if isinstance(model, FactorVAE) and model.encoder is not None else None,
         "history": history["history"],
         # wall time of the run; a resumed run adds the epochs of its earlier stretches
         "wall_seconds": round(time.time() - t0 + sum(
