@@ -35,8 +35,8 @@ def choices(models, seed: int, options: dict, data: DataConfig, train_cfg: dict,
     runs, for the models whose selection runs all exist in ``out``."""
     chosen = {}
     for model in (m for m in models if m in options):
-        found = [run.finished(Path(out) / f"{run.run_id(c)}.json", c)
-                 for c in (run.run_config(model, seed, data, o, train_cfg) for o in options[model])]
+        found = [run.result_of(run.run_config(model, seed, data, o, train_cfg), out, train=False)
+                 for o in options[model]]
         if all(found):
             best = best_on_validation(found)["config"]["model_config"]
             chosen[model] = {k: best[k] for k in options[model][0]}
@@ -88,8 +88,7 @@ def campaign(models=TABLE1, seeds=range(5), options=OPTIONS, data: DataConfig = 
     while True:
         chosen = choices(models, seeds[0], options, data, train_cfg, out)
         configs = [run.run_config(m, s, data, o, train_cfg) for m, s, o in plan(models, seeds, options, chosen)]
-        missing = [c for c in configs
-                   if run.finished(Path(out) / f"{run.run_id(c)}.json", c) is None]
+        missing = [c for c in configs if run.result_of(c, out, train=False) is None]
         if not missing:
             return done
         print(f"{len(missing)} runs to train ({len(configs) - len(missing)} of {len(configs)} done)",

@@ -99,8 +99,8 @@ def _npz(**arrays) -> bytes:
 def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT / "paper_tables" / "runs",
             results: Path = ROOT / "results", progress: bool = True, market=None) -> dict:
     """Run ``config`` unless its result file already holds it; return the result."""
-    out, results = Path(out), Path(results)
-    path = out / f"{run_id(config)}.json"
+    out, results, rid = Path(out), Path(results), run_id(config)
+    path = out / f"{rid}.json"
     done = finished(path, config)
     if done is not None:
         return done
@@ -114,7 +114,6 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     spec = MODELS[config["model"]]
     model = spec.build(spec.config.make(**config["model_config"]))
     data = DeviceData(ds, dev)
-    rid = run_id(config)
     checkpoint = results / "checkpoints" / f"{rid}.pt"  # a cut-off run resumes from here
     history = fit(model, ds, TrainConfig.make(**config["train"]), dev, progress, data,
                   checkpoint=checkpoint, segment={"git_commit": commit, "started": time.time()})

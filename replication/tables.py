@@ -20,17 +20,6 @@ DISPLAY = {"gru": "GRU", "alstm": "ALSTM", "gat": "GAT", "trans": "Trans", "sfm"
            "factorvae-prior": "FactorVAE-prior", "factorvae-port": "FactorVAE-port"}
 
 
-def load_results(folder, run_ids) -> list[dict]:
-    """The result files of ``run_ids`` (raises if one is missing: run it first)."""
-    out = []
-    for rid in run_ids:
-        path = Path(folder) / f"{rid}.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"result {path} is missing: run it with replication.run")
-        out.append(json.loads(path.read_text()))
-    return out
-
-
 def best_on_validation(results: list[dict]) -> dict:
     """The result with the highest validation Rank IC (the only selection rule used)."""
     if not results:

@@ -151,8 +151,8 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
     epochs = tqdm(range(start, cfg.max_epochs), desc="epochs", disable=not progress,
                   initial=start, total=cfg.max_epochs)
     for epoch in epochs:
-        if history and epoch - best_epoch > cfg.patience:  # resumed a run that had stopped
-            break
+        if history and epoch - best_epoch > cfg.patience:  # early stopping (also ends a
+            break  # resumed run whose checkpoint was written at its stopping epoch)
         t0 = time.perf_counter()
         model.train()
         total = torch.zeros(3, device=device)
@@ -187,8 +187,6 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
             write_atomic(checkpoint, buf.getvalue())
         epochs.set_postfix(loss=f"{train_loss:.4f}", valid_ic=f"{ic['rank_ic']:.4f}",
                            best=f"{best:.4f}@{best_epoch}")
-        if epoch - best_epoch >= cfg.patience:
-            break
     model.load_state_dict(best_state)
     return {"history": history, "best_epoch": best_epoch, "epochs_trained": len(history),
             "valid_rank_ic": best, "segments": segments}

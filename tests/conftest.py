@@ -39,3 +39,23 @@ def synthetic_dir(tmp_path_factory) -> Path:
     from replication.synthetic import write_market
 
     return write_market(tmp_path_factory.mktemp("synthetic") / "market")
+
+
+def scramble_after(market, s: int, seed: int = 0):
+    """``market`` with every field value after day index ``s`` multiplied by a random
+    factor in [0.5, 1.5): the look-ahead tests compare predictions up to s on both."""
+    import dataclasses
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    fields = {k: np.where(np.arange(len(v))[:, None] > s,
+                          v * rng.uniform(0.5, 1.5, v.shape).astype(np.float32), v)
+              for k, v in market.fields.items()}
+    return dataclasses.replace(market, fields=fields, _col={})
+
+
+@pytest.fixture(scope="session")
+def scramble():
+    """:func:`scramble_after`, for the look-ahead tests of every model family."""
+    return scramble_after

@@ -139,17 +139,13 @@ LAST_SEEN = 3  # the test day s after which the market is scrambled
 
 
 @pytest.fixture(scope="module")
-def scrambled(market):
+def scrambled(market, scramble):
     """Day batches of the synthetic test split, and the same from a market whose values
     after test day s are scrambled (the approach of test_run.py's look-ahead test)."""
     cfg = DataConfig.make(universe="csi300", **split())
     ds = build(prepare(market, cfg), cfg)
     s = int(ds.splits["test"].days[LAST_SEEN])
-    rng = np.random.default_rng(0)
-    fields = {k: np.where(np.arange(len(v))[:, None] > s,
-                          v * rng.uniform(0.5, 1.5, v.shape).astype(np.float32), v)
-              for k, v in market.fields.items()}
-    other = build(prepare(dataclasses.replace(market, fields=fields, _col={}), cfg), cfg)
+    other = build(prepare(scramble(market, s), cfg), cfg)
     cpu = torch.device("cpu")
     return DeviceData(ds, cpu), DeviceData(other, cpu)
 

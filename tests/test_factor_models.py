@@ -13,7 +13,6 @@ chance.
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 
 import numpy as np
@@ -375,16 +374,12 @@ def test_after_epoch_sets_lambda_to_the_mean_training_factor(name, dataset):
 
 
 @pytest.mark.parametrize("name", ["ca", "linear"])
-def test_predictions_up_to_day_s_ignore_data_after_s(name, market, dataset):
+def test_predictions_up_to_day_s_ignore_data_after_s(name, market, dataset, scramble):
     """As tests/test_run.py's FactorVAE test: same weights, market scrambled after a test
     day s; lambda from the (untouched) training days; every prediction up to s is equal."""
     cfg = DataConfig.make(universe="all", **split())
     s = int(dataset.splits["test"].days[50])
-    rng = np.random.default_rng(0)
-    fields = {k: np.where(np.arange(len(v))[:, None] > s,
-                          v * rng.uniform(0.5, 1.5, v.shape).astype(np.float32), v)
-              for k, v in market.fields.items()}
-    other = build(prepare(dataclasses.replace(market, fields=fields, _col={}), cfg), cfg)
+    other = build(prepare(scramble(market, s), cfg), cfg)
     torch.manual_seed(0)
     model = CA(CAConfig.make(variant="ca2")) if name == "ca" else Linear()
     data_a, data_b = DeviceData(dataset, torch.device("cpu")), DeviceData(other, torch.device("cpu"))

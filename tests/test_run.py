@@ -139,10 +139,8 @@ def test_unknown_model_is_refused():
         _config(model="factorvea")
 
 
-def test_predictions_up_to_day_s_ignore_data_after_s(market):
+def test_predictions_up_to_day_s_ignore_data_after_s(market, scramble):
     """Same weights, market scrambled after a test day s: every prediction up to s is equal."""
-    import dataclasses
-
     import torch
 
     from replication.data.dataset import build, prepare
@@ -152,11 +150,7 @@ def test_predictions_up_to_day_s_ignore_data_after_s(market):
     cfg = DataConfig.make(universe="all", **split())
     ds = build(prepare(market, cfg), cfg)
     s = int(ds.splits["test"].days[50])
-    rng = np.random.default_rng(0)
-    fields = {k: np.where(np.arange(len(v))[:, None] > s,
-                          v * rng.uniform(0.5, 1.5, v.shape).astype(np.float32), v)
-              for k, v in market.fields.items()}
-    other = build(prepare(dataclasses.replace(market, fields=fields, _col={}), cfg), cfg)
+    other = build(prepare(scramble(market, s), cfg), cfg)
     torch.manual_seed(0)
     model = FactorVAE(ModelConfig())
     mu_a, sigma_a = predict(model, DeviceData(ds, torch.device("cpu")), "test")
