@@ -1,9 +1,13 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a part."""
+"""Result files: atomic writes (a reader sees the old file or the complete new one, never a
+part) and the provenance every result records (the repository's git commit)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_atomic(path, data: bytes) -> None:
@@ -21,3 +25,11 @@ def write_atomic(path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def git_commit() -> str:
+    """HEAD's commit, with ``-dirty`` when the package has uncommitted changes."""
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "replication"],
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")

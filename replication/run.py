@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import io
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,13 +28,10 @@ import torch
 from replication import baselines, factor_models
 from replication.data.dataset import DataConfig, dataset
 from replication.data.provider import DataError, load_market
-from replication.files import write_atomic
+from replication.files import ROOT, git_commit, write_atomic
 from replication.metrics import daily_rank_ic, summarize
 from replication.model import VARIANTS, FactorVAE, ModelConfig
 from replication.train import DeviceData, TrainConfig, fit, mean_factor_kl, predict, resolve_device
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -81,13 +77,6 @@ def finished(path: Path, config: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     return result if result.get("config") == config else None
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "replication"],
-                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
 
 
 def _npz(**arrays) -> bytes:

@@ -268,7 +268,7 @@ def _provenance(provider: str) -> dict:
     import qlib
 
     from replication.data.provider import read_provider
-    from replication.run import git_commit
+    from replication.files import git_commit
 
     return {"git_commit": git_commit(), "pyqlib": qlib.__version__,
             "pandas": pd.__version__, "numpy": np.__version__,
