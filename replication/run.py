@@ -4,11 +4,12 @@
 
 trains one model with one seed, evaluates it, and writes ``<out>/<run id>.json``
 (config, valid/test Rank IC and ICIR, the daily test Rank IC, epochs, wall time,
-device, git commit, data fingerprint) atomically. Test predictions (mu, sigma of every
-stock-day) go to ``<results>/<run id>.npz`` (git-ignored); FactorVAE's seed-0
-predictions on CSI300 members also go, compressed, to ``<out>/../predictions/``
-(committed: Table 3 reads them). A run whose result file exists with the same
-config is skipped, so rerunning a table only computes what is missing.
+device, git commit, data fingerprint) atomically. The predictions (mu, sigma of every
+stock-day of the test and, for Table 3's TDrisk, the validation period) go to
+``<results>/<run id>.npz`` (git-ignored); FactorVAE's seed-0 test predictions on CSI300
+members also go, compressed, to ``<out>/../predictions/`` (committed, for reviewers
+and the backtest's cross-check against Qlib). A run whose result file exists with the
+same config is skipped, so rerunning a table only computes what is missing.
 """
 from __future__ import annotations
 
@@ -85,13 +86,56 @@ def _npz(**arrays) -> bytes:
     return buf.getvalue()
 
 
+def split_predictions(model, data: DeviceData, ds, split: str) -> dict[str, np.ndarray]:
+    """date, instrument, mu, sigma and raw label of every sample of ``split`` (flat)."""
+    sp = ds.splits[split]
+    mu, sigma = predict(model, data, split)
+    return dict(date=np.repeat(ds.calendar[sp.days], np.diff(sp.offsets)).astype(str),
+                instrument=ds.codes[sp.stock], mu=mu, sigma=sigma, label=sp.label)
+
+
+def predictions(config: dict, split: str = "test", results: Path = ROOT / "results",
+                provider=None, market=None) -> dict[str, np.ndarray]:
+    """A finished run's predictions of ``split`` ("test" or "valid"), from
+    ``<results>/<run id>.npz``: date, instrument, mu, sigma, label. A file written
+    before validation predictions were kept gets them from the run's saved best
+    weights (``<run id>.pt``), recomputed on the CPU and added to the file."""
+    rid, results = run_id(config), Path(results)
+    path, weights = results / f"{rid}.npz", results / f"{rid}.pt"
+    retrain = (f"train it here: python -m replication.run --model {config['model']} --seed "
+               f"{config['seed']} --universe {config['data']['universe']} --retrain (with the same "
+               f"settings as its result file)")
+    if not path.is_file():
+        raise DataError(f"no predictions of run {rid} in {results} ({path.name} is missing); {retrain}")
+    try:
+        z = dict(np.load(path))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable prediction file ({exc}); {retrain}") from None
+    prefix = "" if split == "test" else f"{split}_"
+    if prefix + "mu" not in z:
+        if not weights.is_file():
+            raise DataError(f"{path} has no {split} predictions and the run's weights {weights} "
+                            f"are missing; {retrain}")
+        market = market or load_market(provider)
+        ds = dataset(DataConfig.make(**config["data"]), market=market, progress=False)
+        spec = MODELS[config["model"]]
+        model = spec.build(spec.config.make(**config["model_config"]))
+        model.load_state_dict(torch.load(weights, map_location="cpu"))
+        made = split_predictions(model, DeviceData(ds, torch.device("cpu")), ds, split)
+        z.update({prefix + k: v for k, v in made.items()})
+        write_atomic(path, _npz(**z))
+    return {k: z[prefix + k] for k in ("date", "instrument", "mu", "sigma", "label")}
+
+
 def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT / "paper_tables" / "runs",
-            results: Path = ROOT / "results", progress: bool = True, market=None) -> dict:
-    """Run ``config`` unless its result file already holds it; return the result."""
+            results: Path = ROOT / "results", progress: bool = True, market=None,
+            retrain: bool = False) -> dict:
+    """Run ``config`` unless its result file already holds it (``retrain``: run it
+    anyway, e.g. to remake predictions deleted or made elsewhere); return the result."""
     out, results, rid = Path(out), Path(results), run_id(config)
     path = out / f"{rid}.json"
     done = finished(path, config)
-    if done is not None:
+    if done is not None and not retrain:
         return done
     t0 = time.time()
     commit = git_commit()  # the code that runs, even if the tree changes meanwhile
@@ -107,27 +151,23 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     history = fit(model, ds, TrainConfig.make(**config["train"]), dev, progress, data,
                   checkpoint=checkpoint, segment={"git_commit": commit, "started": time.time()})
     segments = history["segments"]
-    test = ds.splits["test"]
-    mu, sigma = predict(model, data, "test")
-    daily = daily_rank_ic(mu, test.label, test.offsets)
-    valid_mu, _ = predict(model, data, "valid")
-    valid = ds.splits["valid"]
-    days = np.repeat(ds.calendar[test.days], np.diff(test.offsets)).astype(str)
-    codes = ds.codes[test.stock]
-    preds = dict(date=days, instrument=codes, mu=mu, sigma=sigma, label=test.label)
-    write_atomic(results / f"{rid}.npz", _npz(**preds))
+    test, valid = ds.splits["test"], ds.splits["valid"]
+    preds, valid_preds = (split_predictions(model, data, ds, s) for s in ("test", "valid"))
+    daily = daily_rank_ic(preds["mu"], test.label, test.offsets)
+    write_atomic(results / f"{rid}.npz",
+                 _npz(**preds, **{f"valid_{k}": v for k, v in valid_preds.items()}))
     weights = io.BytesIO()
     torch.save(model.state_dict(), weights)  # the restored best epoch, for later diagnostics
     write_atomic(results / f"{rid}.pt", weights.getvalue())
     if config["model"] == "factorvae" and config["seed"] == 0:
         d, j = np.repeat(test.days, np.diff(test.offsets)), test.stock
         member = market.membership("csi300")[:, [market.column(c) for c in ds.codes]][d, j] \
-            if data_cfg.universe != "csi300" else np.ones(len(mu), bool)
+            if data_cfg.universe != "csi300" else np.ones(len(preds["mu"]), bool)
         write_atomic(out.parent / "predictions" / f"{rid}.npz",
                      _npz(**{k: v[member] for k, v in preds.items()}))
     result = {
         "config": config, "run_id": rid,
-        "valid": summarize(daily_rank_ic(valid_mu, valid.label, valid.offsets)),
+        "valid": summarize(daily_rank_ic(valid_preds["mu"], valid.label, valid.offsets)),
         "test": summarize(daily),
         "test_daily_rank_ic": {"dates": ds.dates("test").astype(str).tolist(),
                                "values": [None if np.isnan(v) else round(float(v), 6)
@@ -180,6 +220,9 @@ def main(argv=None) -> int:
     p.add_argument("--patience", type=int, help="early-stopping patience (default: TrainConfig's)")
     p.add_argument("--out", default=str(ROOT / "paper_tables" / "runs"))
     p.add_argument("--results", default=str(ROOT / "results"))
+    p.add_argument("--retrain", action="store_true",
+                   help="train even if the result file exists (it is rewritten), e.g. to remake "
+                        "the predictions that Table 3 needs on this machine")
     a = p.parse_args(argv)
     train = {k: v for k, v in (("max_epochs", a.epochs), ("lr", a.lr), ("patience", a.patience))
              if v is not None}
@@ -198,7 +241,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        r = execute(config, a.provider, a.device, Path(a.out), Path(a.results))
+        r = execute(config, a.provider, a.device, Path(a.out), Path(a.results), retrain=a.retrain)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -66,6 +66,27 @@ def test_rerun_is_skipped_and_other_config_runs(market, dirs, monkeypatch):
     assert not (dirs["out"].parent / "predictions" / f"{other['run_id']}.npz").exists()
 
 
+def test_predictions_of_both_splits_also_for_files_from_before_valid_was_kept(market, dirs):
+    cfg = _config(epochs=1)
+    rid = R.execute(cfg, device="cpu", progress=False, market=market, **dirs)["run_id"]
+    valid, test = (R.predictions(cfg, s, dirs["results"]) for s in ("valid", "test"))
+    assert len(valid["mu"]) > 0 and max(valid["date"]) < min(test["date"])
+    path = dirs["results"] / f"{rid}.npz"
+    old = {k: v for k, v in np.load(path).items() if not k.startswith("valid_")}
+    path.write_bytes(R._npz(**old))  # a file as runs wrote it before
+    again = R.predictions(cfg, "valid", dirs["results"], market=market)  # from the saved weights
+    for k, v in valid.items():
+        np.testing.assert_array_equal(again[k], v)
+    assert "valid_mu" in np.load(path).files  # kept for next time
+    path.write_bytes(R._npz(**old))
+    (dirs["results"] / f"{rid}.pt").unlink()
+    with pytest.raises(R.DataError, match="--retrain"):
+        R.predictions(cfg, "valid", dirs["results"], market=market)
+    path.unlink()
+    with pytest.raises(R.DataError, match=f"{rid}.npz is missing"):
+        R.predictions(cfg, "test", dirs["results"])
+
+
 def test_killed_run_leaves_no_result_and_a_rerun_completes(market, dirs, monkeypatch):
     cfg = _config(epochs=1)
     path = dirs["out"] / f"{R.run_id(cfg)}.json"
