@@ -20,6 +20,16 @@ DISPLAY = {"gru": "GRU", "alstm": "ALSTM", "gat": "GAT", "trans": "Trans", "sfm"
            "factorvae-prior": "FactorVAE-prior", "factorvae-port": "FactorVAE-port"}
 
 
+# The paper's Table 3: TopK-Drop (k=50, n=5) on CSI300 members, excess return over the
+# CSI300 index with cost, 2019-2020: AR (%), SR, MDD (%). No FactorVAE-prior row.
+PAPER_TABLE3 = {
+    "GRU": (2.28, 0.31, 9.08), "ALSTM": (2.20, 0.27, 12.19), "GAT": (4.49, 0.56, 7.20),
+    "Trans": (4.79, 0.62, 5.01), "SFM": (3.33, 0.42, 7.32), "Linear": (0.01, 0.02, 8.02),
+    "CA": (3.62, 0.47, 7.00), "FactorVAE": (15.32, 1.92, 4.47),
+    "FactorVAE(TDrisk)": (16.32, 2.09, 4.50),
+}
+
+
 def best_on_validation(results: list[dict]) -> dict:
     """The result with the highest validation Rank IC (the only selection rule used)."""
     if not results:
@@ -27,9 +37,17 @@ def best_on_validation(results: list[dict]) -> dict:
     return max(results, key=lambda r: r["valid"]["rank_ic"])
 
 
-def _mean_std(values) -> str:
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.3f}({v.std(ddof=1):.3f})" if len(v) > 1 else f"{v[0]:.3f}(one seed)"
+def _mean_std(values, fmt: str = ".3f", scale: float = 1.0, unit: str = "") -> str:
+    v = np.asarray(values, dtype=float) * scale
+    mean = f"{v.mean():{fmt}}{unit}"
+    return f"{mean}({v.std(ddof=1):{fmt}}{unit})" if len(v) > 1 else f"{mean}(one seed)"
+
+
+def _paper_order(df: pd.DataFrame, order) -> pd.DataFrame:
+    """Rows in the order of the paper's table (``order``: its method names); others last."""
+    rank = {n: i for i, n in enumerate(order)}
+    key = lambda s: s.str.split(" (", regex=False).str[0].map(rank).fillna(len(rank))  # noqa: E731
+    return df.sort_values("Method", key=key, kind="stable").reset_index(drop=True)
 
 
 def table1(results: list[dict]) -> pd.DataFrame:
@@ -53,9 +71,35 @@ def table1(results: list[dict]) -> pd.DataFrame:
             "epochs (best)": ", ".join(f"{r['epochs_trained']}({r['best_epoch']})" for r in rs),
             "minutes/run": f"{np.mean([r['wall_seconds'] for r in rs]) / 60:.1f}",
         })
-    order = {n: i for i, n in enumerate(PAPER_TABLE1)}
-    rank = lambda s: s.str.split(" (", regex=False).str[0].map(order).fillna(len(order))  # noqa: E731
-    return pd.DataFrame(rows).sort_values("Method", key=rank, kind="stable").reset_index(drop=True)
+    return _paper_order(pd.DataFrame(rows), PAPER_TABLE1)
+
+
+def table3(cells: list[dict]) -> pd.DataFrame:
+    """Rows = methods (FactorVAE(TDrisk) after FactorVAE); ours as mean(std) over seeds of
+    the excess return with cost (AR %, SR, MDD % as a positive loss), the paper's beside,
+    then the same AR without cost and the absolute AR (net of cost)."""
+    groups: dict[str, list[dict]] = {}
+    for c in cells:
+        name = DISPLAY.get(c["model"], c["model"]) + ("(TDrisk)" if c["strategy"] == "tdrisk" else "")
+        groups.setdefault(name, []).append(c)
+    pct = dict(fmt=".2f", scale=100, unit="%")
+    rows = []
+    for name, cs in groups.items():
+        m = lambda series, key: [c["metrics"][series][key] for c in cs]  # noqa: E731
+        paper = PAPER_TABLE3.get(name)
+        rows.append({
+            "Method": name, "seeds": ",".join(str(c["seed"]) for c in cs),
+            "AR": _mean_std(m("excess_with_cost", "annualized_return"), **pct),
+            "SR": _mean_std(m("excess_with_cost", "information_ratio"), ".2f"),
+            "MDD": _mean_std(-np.array(m("excess_with_cost", "max_drawdown")), **pct),
+            "paper AR": f"{paper[0]:.2f}%" if paper else "",
+            "paper SR": f"{paper[1]:.2f}" if paper else "",
+            "paper MDD": f"{paper[2]:.2f}%" if paper else "",
+            "AR without cost": _mean_std(m("excess_without_cost", "annualized_return"), **pct),
+            "absolute AR": _mean_std(m("absolute", "annualized_return"), **pct),
+            "eta (validation)": ", ".join(f"{c['eta']:g}" for c in cs) if cs[0]["eta"] is not None else "",
+        })
+    return _paper_order(pd.DataFrame(rows), [*PAPER_TABLE1, "FactorVAE(TDrisk)"])
 
 
 def provenance(results: list[dict]) -> dict:
@@ -72,13 +116,14 @@ def provenance(results: list[dict]) -> dict:
     }
 
 
-def write_table(df: pd.DataFrame, prov: dict, out, name: str, title: str) -> None:
+def write_table(df: pd.DataFrame, prov: dict, out, name: str, title: str,
+                note: str = "Ours: mean(std) over seeds; paper: as printed in the paper "
+                            "(all A-shares, 2019-2020 test).") -> None:
     """``out/<name>.csv`` and ``out/<name>.md`` (a header with the provenance)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f"{name}.csv", index=False)
-    lines = [f"# {title}", "", "Ours: mean(std) over seeds; paper: as printed in the paper "
-             "(all A-shares, 2019-2020 test).", ""]
+    lines = [f"# {title}", "", note, ""]
     lines += [f"- {k}: {v}" for k, v in prov.items() if k != "runs"]
     lines += [f"- result files: {', '.join(prov['runs'])}", ""]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n" + markdown(df))
