@@ -13,11 +13,12 @@ DEVICE ?= auto
 TRAIN ?= True
 BACKTEST ?= True
 LANES ?= 1
+BENCH_MODELS ?= factorvae gru
 SMOKE_PARAMS = -p smoke True -p epochs 1 -y "seeds: [0]"
 NB_RUN = $(VENV)/bin/jupytext --to ipynb notebooks/$(1).py -o cache/$(1).ipynb -q && \
 	$(VENV)/bin/papermill --cwd . cache/$(1).ipynb $(2) $(3)
 
-.PHONY: help setup test data pack smoke table1 table3 campaign clean
+.PHONY: help setup test data pack smoke table1 table3 campaign bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -59,6 +60,9 @@ table3: setup ## Table 3 + Figure 6: backtest every Table 1 run (TRAIN=False: on
 
 campaign: setup ## every missing Table 1 run on LANES worker processes (UNIVERSE, EPOCHS, DEVICE); rerun to resume
 	$(PY) -m replication.campaign --universe $(UNIVERSE) --epochs $(EPOCHS) --device $(DEVICE) --lanes $(LANES)
+
+bench: setup ## training throughput and the campaign projection (BENCH_MODELS, UNIVERSE, DEVICE) -> paper_tables/bench/
+	$(PY) -m replication.bench --models $(BENCH_MODELS) --universe $(UNIVERSE) --device $(DEVICE)
 
 clean: ## remove cached datasets, the synthetic market and smoke outputs (keeps .venv and results)
 	rm -rf cache/datasets cache/synthetic cache/smoke

@@ -118,6 +118,22 @@ def mean_factor_kl(model, data: DeviceData, split: str) -> np.ndarray:
     return torch.stack([model.factor_kl(*data.batch(split, k)) for k in days]).mean(0).cpu().numpy()
 
 
+def optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, with the model's ``weight_decay`` attribute as its L2 term (Qlib's "reg")."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=getattr(model, "weight_decay", 0.0))
+
+
+def train_step(model, opt, data: DeviceData, k: int, generator, grad_clip: float) -> torch.Tensor:
+    """One optimisation step on training day ``k``; (loss, nll, kl) left on the device."""
+    x, y = data.batch("train", k)
+    loss, nll, kl = model.loss(x, y, generator=generator)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
+    opt.step()
+    return torch.stack([loss.detach(), nll.detach(), kl.detach()])
+
+
 def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
         progress: bool = True, data: DeviceData | None = None, checkpoint=None,
         segment: dict | None = None) -> dict:
@@ -133,8 +149,7 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     data = data or DeviceData(ds, device)
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr,
-                           weight_decay=getattr(model, "weight_decay", 0.0))  # Qlib's "reg"
+    opt = optimizer(model, cfg)
     after_epoch = getattr(model, "after_epoch", None)  # e.g. CA's mean of the training factors
     valid = ds.splits["valid"]
     n_train = len(data.splits["train"]["days"])
@@ -157,13 +172,7 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
         model.train()
         total = torch.zeros(3, device=device)
         for k in rng.permutation(n_train):  # days shuffled each epoch
-            x, y = data.batch("train", int(k))
-            loss, nll, kl = model.loss(x, y, generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total += torch.stack([loss.detach(), nll.detach(), kl.detach()])
+            total += train_step(model, opt, data, int(k), gen, cfg.grad_clip)
         train_loss, train_nll, train_kl = (total / n_train).tolist()  # one read per epoch
         if after_epoch is not None:
             after_epoch(data)

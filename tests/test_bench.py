@@ -1,0 +1,43 @@
+"""The throughput benchmark on the synthetic market: its figures hang together, the
+epochs per run come from the committed runs, the projection counts the tables' runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import replication.bench as B
+from replication.data.dataset import DataConfig
+from replication.synthetic import split
+
+
+def test_bench_writes_consistent_figures(synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("REPLICATION_CACHE", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i, epochs in enumerate((10, 20, 40)):
+        (runs / f"gru-{i}.json").write_text(json.dumps(
+            {"config": {"model": "gru", "data": {"universe": "csi300"}}, "epochs_trained": epochs}))
+    r = B.bench(["factorvae", "gru"], DataConfig.make(universe="csi300", **split()), "cpu",
+                synthetic_dir, steps=3, warmup=1, repeats=2, out=tmp_path / "bench", runs_dir=runs)
+    assert r["device"].startswith("CPU") and r["train_days"] > 100 and r["git_commit"]
+    fv, gru = r["rows"]
+    assert gru["epochs_per_run"] == 20 and "3 gru runs" in gru["epochs_source"]
+    assert fv["epochs_per_run"] == 20 and "all 3" in fv["epochs_source"]  # no factorvae run
+    for row in r["rows"]:
+        assert row["step_ms"] > 0 and row["valid_day_ms"] > 0
+        epoch = (r["train_days"] * row["step_ms"] + r["valid_days"] * row["valid_day_ms"]) / 1e3
+        assert row["epoch_seconds"] == pytest.approx(epoch, rel=0.02, abs=0.1)
+    saved = json.loads((tmp_path / "bench" / "cpu-csi300.json").read_text())
+    assert saved["rows"] == r["rows"]
+    assert "Training throughput" in (tmp_path / "bench" / "cpu-csi300.md").read_text()
+
+
+def test_projection_counts_the_runs_of_tables_1_and_2():
+    rows = [{"model": "factorvae", "run_seconds": 100.0}, {"model": "factorvae-prior", "run_seconds": 50.0},
+            {"model": "gru", "run_seconds": 10.0}]
+    p = B.project(rows)
+    assert p["table1_seconds"] == 5 * 160  # 5 seeds of three models
+    # Table 2: FactorVAE and GRU, plus FactorVAE-port at FactorVAE's time; no -prior
+    assert p["table2_seconds"] == 3 * 5 * (100 + 10 + 100)
+    assert p["total_seconds"] == p["table1_seconds"] + p["table2_seconds"]
