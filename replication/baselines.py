@@ -58,20 +58,26 @@ def _check_rnn(cfg) -> None:
 
 
 class ScoreModel(nn.Module):
-    """The interface of the score-only baselines; subclasses define ``forward(x) -> (N,)``."""
+    """The interface of the score-only baselines; subclasses define
+    ``forward(x, mask=None) -> (N,)``. ``mask`` (N,) bool marks the real stocks of a day
+    padded to a fixed size (static shapes for the GPU); the per-stock sequence models
+    ignore it (a stock's score reads its own window only), GAT masks its attention."""
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):
-        """MSE between the score and the day's CSRankNorm label ``y`` (N,).
+    def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
+             mask: torch.Tensor | None = None):
+        """MSE between the score and the day's CSRankNorm label ``y`` (N,), over the
+        ``mask``ed stocks.
 
         Returns (loss, nll, kl) as the runner expects: (mse, mse, 0). ``generator`` is
         unused: the only randomness, dropout, draws from torch's global generator.
         """
-        mse = F.mse_loss(self(x), y)
+        score = self(x, mask)
+        mse = F.mse_loss(score, y) if mask is None else ((score - y) ** 2 * mask).sum() / mask.sum()
         return mse, mse.detach(), torch.zeros((), device=x.device)
 
-    def predict(self, x: torch.Tensor):
+    def predict(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         """(score, sigma) each (N,); sigma is NaN: no risk estimate."""
-        score = self(x)
+        score = self(x, mask)
         return score, torch.full_like(score, float("nan"))
 
 
@@ -102,7 +108,7 @@ class GRU(ScoreModel):
         self.rnn = nn.GRU(cfg.C, cfg.H, cfg.layers, batch_first=True, dropout=cfg.dropout)
         self.fc_out = nn.Linear(cfg.H, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         out, _ = self.rnn(x)  # (N, T, C) -> (N, T, H)
         return self.fc_out(out[:, -1])[:, 0]  # (N, H) -> (N,)
 
@@ -145,7 +151,7 @@ class ALSTM(ScoreModel):
                                      nn.Tanh(), nn.Linear(cfg.H // 2, 1, bias=False))
         self.fc_out = nn.Linear(2 * cfg.H, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         r, _ = self.rnn(torch.tanh(self.fc_in(x)))  # (N, T, C) -> (N, T, H)
         w = torch.softmax(self.att_net(r), dim=1)  # (N, T, 1): attention over time
         r_att = (w * r).sum(dim=1)  # (N, H)
@@ -216,7 +222,7 @@ class Transformer(ScoreModel):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.decoder_layer = nn.Linear(cfg.d_model, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         u = self.pos_encoder(self.feature_layer(x))  # (N, T, C) -> (N, T, d_model)
         v = self.encoder(u)  # (N, T, d_model)
         return self.decoder_layer(v[:, -1])[:, 0]  # (N,)
@@ -293,7 +299,7 @@ class SFM(ScoreModel):
         self.W_p, self.b_p = xavier(H, cfg.output_dim), const(0, cfg.output_dim)
         self.fc_out = nn.Linear(cfg.output_dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         n, n_steps, _ = x.shape
         H, K = self.cfg.H, self.cfg.freq_dim
         sizes = (H, H, K, H, H)  # gates i, ste, fre, candidate c, o
@@ -373,17 +379,20 @@ class GAT(ScoreModel):
         self.fc_out = nn.Linear(cfg.H, 1)
         self.act = nn.LeakyReLU(cfg.leaky_slope)
 
-    def attention(self, h: torch.Tensor) -> torch.Tensor:
-        """att (N, N): row i is stock i's softmax weights over the day's stocks j."""
+    def attention(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """att (N, N): row i is stock i's softmax weights over the day's stocks j
+        (padded stocks j get weight 0)."""
         wh = self.transformation(h)  # (N, H)
         a_1, a_2 = self.a.chunk(2)  # neighbour j, self i
         e = self.act((wh @ a_2)[:, None] + (wh @ a_1)[None, :])  # e[i, j], (N, N)
+        if mask is not None:
+            e = e.masked_fill(~mask[None, :], float("-inf"))
         return torch.softmax(e, dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         out, _ = self.rnn(x)  # (N, T, C) -> (N, T, H)
         h = out[:, -1]  # (N, H)
-        h = self.attention(h) @ h + h  # (N, N) @ (N, H) -> (N, H)
+        h = self.attention(h, mask) @ h + h  # (N, N) @ (N, H) -> (N, H)
         return self.fc_out(self.act(self.fc(h)))[:, 0]  # (N,)
 
 

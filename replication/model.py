@@ -94,18 +94,22 @@ class FactorEncoder(nn.Module):
         self.map_mu = nn.Linear(n_port, cfg.K)
         self.map_sigma = nn.Linear(n_port, cfg.K)
 
-    def portfolio_returns(self, y: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        if self.port:  # solved in float64: e^T e is ill-conditioned in float32 when N ~ H
+    def portfolio_returns(self, y: torch.Tensor, e: torch.Tensor,
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.port:  # padded rows have e = 0 and y = 0: they add nothing to e^T e, e^T y  # solved in float64: e^T e is ill-conditioned in float32 when N ~ H
             e64, y64 = e.double(), y.double()
             ete = e64.T @ e64  # (H, H)
             ridge = 1e-6 * ete.diagonal().mean() * torch.eye(len(ete), device=e.device,
                                                              dtype=ete.dtype)
             return torch.linalg.solve(ete + ridge, e64.T @ y64).to(e.dtype)  # (H,)
-        a_p = torch.softmax(self.portfolio(e), dim=0)  # (N, M), softmax over stocks (eq. 6)
+        logits = self.portfolio(e)  # (N, M)
+        if mask is not None:  # padded rows get weight 0
+            logits = logits.masked_fill(~mask[:, None], float("-inf"))
+        a_p = torch.softmax(logits, dim=0)  # (N, M), softmax over stocks (eq. 6)
         return y @ a_p  # (N,) @ (N, M) -> (M,)  (eq. 7)
 
-    def forward(self, y: torch.Tensor, e: torch.Tensor):
-        y_p = self.portfolio_returns(y, e)
+    def forward(self, y: torch.Tensor, e: torch.Tensor, mask: torch.Tensor | None = None):
+        y_p = self.portfolio_returns(y, e, mask)
         return self.map_mu(y_p), F.softplus(self.map_sigma(y_p))  # (K,), (K,)
 
 
@@ -183,9 +187,12 @@ class FactorPredictor(nn.Module):
         return self.mu(h)[:, 0], F.softplus(self.sigma(h))[:, 0]  # (K,), (K,)
 
 
-def gaussian_nll(y: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Mean over stocks of -log N(y; mu, sigma^2)."""
-    return (torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2).mean() + 0.5 * math.log(2 * math.pi)
+def gaussian_nll(y: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over stocks (the ``mask``ed ones) of -log N(y; mu, sigma^2)."""
+    terms = torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2
+    mean = terms.mean() if mask is None else (terms * mask).sum() / mask.sum()
+    return mean + 0.5 * math.log(2 * math.pi)
 
 
 def gaussian_kl(mu_q, sigma_q, mu_p, sigma_p, reduce: bool = True) -> torch.Tensor:
@@ -208,35 +215,45 @@ class FactorVAE(nn.Module):
         self.decoder = FactorDecoder(cfg)
         self.predictor = FactorPredictor(cfg)
 
-    def predict(self, x: torch.Tensor):
-        """Eqs. (18)-(19): (mu_pred, sigma_pred), each (N,), from x (N, T, C) only."""
+    def features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """e of eq. (4), (N, H). ``mask`` (N,) bool marks the real stocks of a day padded
+        to a fixed size (static shapes for the GPU): padded rows get e = 0, so they
+        add nothing to the attention of eq. (14) (cosine 0) nor to FactorVAE-port's
+        (e^T e)^{-1} e^T y; the encoder's softmax and the loss mask them explicitly."""
         e = self.feature(x)
+        return e if mask is None else e * mask[:, None]
+
+    def predict(self, x: torch.Tensor, mask: torch.Tensor | None = None):
+        """Eqs. (18)-(19): (mu_pred, sigma_pred), each (N,), from x (N, T, C) only."""
+        e = self.features(x, mask)
         mu_prior, sigma_prior = self.predictor(e)
         return self.decoder(e, mu_prior, sigma_prior)
 
-    def factor_kl(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def factor_kl(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """KL(posterior || prior) of each factor for one day, (K,): a diagnostic of
         posterior collapse (factors whose KL stays ~0 carry no information). Reads the
         day's returns y, like the loss; prediction never uses it."""
-        e = self.feature(x)
-        mu_post, sigma_post = self.encoder(y, e)
+        e = self.features(x, mask)
+        mu_post, sigma_post = self.encoder(y, e, mask)
         return gaussian_kl(mu_post, sigma_post, *self.predictor(e), reduce=False)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):
+    def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
+             mask: torch.Tensor | None = None):
         """Eq. (17) for one day: NLL of ``y`` under the reconstruction + gamma * KL.
 
         ``recon="analytic"``: y_rec ~ N(mu_y, sigma_y^2) of eq. (12) with the posterior.
         ``recon="sample"``: z_post = mu_post + sigma_post * eps (reparameterised), and
         y_rec = alpha + beta z_post ~ N(mu_alpha + beta z_post, sigma_alpha^2).
         FactorVAE-prior has no encoder and no KL: the same NLL with the prior factors.
+        ``mask``: see :meth:`features` (padded rows need y = 0).
         Returns (loss, nll, kl) as 0-d tensors.
         """
-        e = self.feature(x)
+        e = self.features(x, mask)
         mu_prior, sigma_prior = self.predictor(e)
         if self.encoder is None:
             mu_z, sigma_z, kl = mu_prior, sigma_prior, torch.zeros((), device=x.device)
         else:
-            mu_z, sigma_z = self.encoder(y, e)
+            mu_z, sigma_z = self.encoder(y, e, mask)
             kl = gaussian_kl(mu_z, sigma_z, mu_prior, sigma_prior)
         if self.cfg.recon == "analytic":
             mu_rec, sigma_rec = self.decoder(e, mu_z, sigma_z)
@@ -245,5 +262,5 @@ class FactorVAE(nn.Module):
                               dtype=mu_z.dtype)
             mu_alpha, sigma_alpha, beta = self.decoder.alpha_beta(e)
             mu_rec, sigma_rec = mu_alpha + beta @ (mu_z + sigma_z * eps), sigma_alpha
-        nll = gaussian_nll(y, mu_rec, sigma_rec)
+        nll = gaussian_nll(y, mu_rec, sigma_rec, mask)
         return nll + self.cfg.gamma * kl, nll, kl

@@ -14,6 +14,7 @@ the non-determinism of its kernels). CPU campaigns longer than a session need th
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import time
 import warnings
@@ -47,17 +48,34 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 class DeviceData:
-    """The dataset's arrays on ``device``: the panel and each split's samples."""
+    """The dataset's arrays on ``device``: the panel and each split's samples.
 
-    def __init__(self, ds: DayDataset, device: torch.device):
+    ``static=True`` also keeps every day padded to one size P (the largest day of any
+    split): ``padded(split, k)`` then gives fixed shapes, as CUDA graphs and compiled
+    kernels need, with a mask of the real stocks (padded rows: x = 0, target = 0).
+    """
+
+    def __init__(self, ds: DayDataset, device: torch.device, static: bool = False):
         self.T = ds.config.T
         self.x = torch.from_numpy(np.ascontiguousarray(ds.x)).to(device)  # (D, S, C)
         self.splits = {}
+        self.size = max(int(np.diff(sp.offsets).max(initial=0)) for sp in ds.splits.values())
         for name, sp in ds.splits.items():
             self.splits[name] = {
                 "days": sp.days.tolist(), "offsets": sp.offsets.tolist(),  # host ints: no sync
                 "stock": torch.from_numpy(sp.stock).to(device),
                 "target": torch.from_numpy(sp.target).to(device)}
+            if static:
+                n = np.diff(sp.offsets)
+                mask = np.arange(self.size)[None, :] < n[:, None]  # (days, P)
+                stock = np.zeros(mask.shape, dtype=np.int64)
+                stock[mask] = sp.stock
+                target = np.zeros(mask.shape, dtype=np.float32)
+                target[mask] = np.nan_to_num(sp.target)  # test days have no target
+                self.splits[name].update(
+                    stock_padded=torch.from_numpy(stock).to(device),
+                    mask=torch.from_numpy(mask).to(device),
+                    target_padded=torch.from_numpy(target).to(device))
 
     def batch(self, split: str, k: int):
         """Day k of ``split``: x (N, T, C) and the training target (N,)."""
@@ -66,17 +84,35 @@ class DeviceData:
         x = self.x[s - self.T + 1:s + 1, sp["stock"][a:b]]  # (T, N, C)
         return x.transpose(0, 1), sp["target"][a:b]  # (N, T, C), (N,)
 
+    def padded(self, split: str, k: int):
+        """Day k of ``split`` padded to P stocks: x (P, T, C), target (P,), mask (P,)."""
+        sp = self.splits[split]
+        if "mask" not in sp:
+            raise ValueError("padded batches need DeviceData(..., static=True)")
+        s, mask = sp["days"][k], sp["mask"][k]
+        x = self.x[s - self.T + 1:s + 1, sp["stock_padded"][k]] * mask[None, :, None]  # (T, P, C)
+        return x.transpose(0, 1), sp["target_padded"][k], mask  # (P, T, C), (P,), (P,)
+
 
 @torch.no_grad()
-def predict(model, data: DeviceData, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """mu_pred, sigma_pred for every sample of ``split`` (flat, in the split's order)."""
+def predict(model, data: DeviceData, split: str, static: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """mu_pred, sigma_pred for every sample of ``split`` (flat, in the split's order);
+    ``static``: through the padded days (the padding is dropped once, on the host)."""
     model.eval()
     mus, sigmas = [], []
     for k in range(len(data.splits[split]["days"])):
-        mu, sigma = model.predict(data.batch(split, k)[0])
+        if static:
+            x, _, mask = data.padded(split, k)
+            mu, sigma = model.predict(x, mask=mask)
+        else:
+            mu, sigma = model.predict(data.batch(split, k)[0])
         mus.append(mu)
         sigmas.append(sigma)
-    return torch.cat(mus).cpu().numpy(), torch.cat(sigmas).cpu().numpy()
+    mu, sigma = torch.cat(mus).cpu().numpy(), torch.cat(sigmas).cpu().numpy()
+    if static:
+        keep = data.splits[split]["mask"].reshape(-1).cpu().numpy()
+        mu, sigma = mu[keep], sigma[keep]
+    return mu, sigma
 
 
 def _rng_states(rng, gen, device) -> dict:
@@ -123,10 +159,17 @@ def optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=getattr(model, "weight_decay", 0.0))
 
 
-def train_step(model, opt, data: DeviceData, k: int, generator, grad_clip: float) -> torch.Tensor:
-    """One optimisation step on training day ``k``; (loss, nll, kl) left on the device."""
-    x, y = data.batch("train", k)
-    loss, nll, kl = model.loss(x, y, generator=generator)
+def train_step(model, opt, data: DeviceData, k: int, generator, grad_clip: float,
+               static: bool = False) -> torch.Tensor:
+    """One optimisation step on training day ``k``; (loss, nll, kl) left on the device.
+    ``static``: the day padded to a fixed size, the padding masked (equal up to float
+    rounding; tests/test_static.py)."""
+    if static:
+        x, y, mask = data.padded("train", k)
+        loss, nll, kl = model.loss(x, y, generator=generator, mask=mask)
+    else:
+        x, y = data.batch("train", k)
+        loss, nll, kl = model.loss(x, y, generator=generator)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
@@ -136,18 +179,24 @@ def train_step(model, opt, data: DeviceData, k: int, generator, grad_clip: float
 
 def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
         progress: bool = True, data: DeviceData | None = None, checkpoint=None,
-        segment: dict | None = None) -> dict:
+        segment: dict | None = None, static: bool = False) -> dict:
     """Train ``model`` in place (best validation epoch restored); return the history.
 
     ``checkpoint``: a file path; training resumes from it when it holds this run's
     state (same config and data fingerprint) and rewrites it after every epoch.
     ``segment``: what to record about this (possibly resumed) stretch of training, e.g.
     the git commit; the history returns one entry per stretch under ``segments``.
+    ``static``: every day padded to one size with a mask (fixed shapes for the GPU);
+    the same numbers up to float rounding.
     """
+    if static and "mask" not in inspect.signature(model.loss).parameters:
+        raise ValueError(f"static shapes are not implemented for {type(model).__name__} (its "
+                         f"characteristics are ranked and normalised over the day's stocks); "
+                         f"train it with static=False")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    data = data or DeviceData(ds, device)
+    data = data or DeviceData(ds, device, static=static)
     model.to(device)
     opt = optimizer(model, cfg)
     after_epoch = getattr(model, "after_epoch", None)  # e.g. CA's mean of the training factors
@@ -172,12 +221,12 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
         model.train()
         total = torch.zeros(3, device=device)
         for k in rng.permutation(n_train):  # days shuffled each epoch
-            total += train_step(model, opt, data, int(k), gen, cfg.grad_clip)
+            total += train_step(model, opt, data, int(k), gen, cfg.grad_clip, static)
         train_loss, train_nll, train_kl = (total / n_train).tolist()  # one read per epoch
         if after_epoch is not None:
             after_epoch(data)
         train_s = time.perf_counter() - t0
-        mu, _ = predict(model, data, "valid")
+        mu, _ = predict(model, data, "valid", static)
         ic = summarize(daily_rank_ic(mu, valid.label, valid.offsets))
         history.append({"epoch": epoch, "loss": train_loss, "nll": train_nll, "kl": train_kl,
                         "valid_rank_ic": ic["rank_ic"], "valid_rank_icir": ic["rank_icir"],
