@@ -34,26 +34,15 @@ train = True  # False: build the table from the result files present, train noth
 out = "paper_tables"
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from replication import campaign, run, synthetic, tables
+from replication import campaign, run, tables
 from replication.data import load_market
-from replication.data.dataset import DataConfig
 
-root = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-if smoke:
-    out = "cache/smoke/paper_tables"
-    provider = synthetic.write_market(root / "cache" / "synthetic")
-    data = DataConfig.make(universe=universe, **synthetic.split())
-else:
-    data = DataConfig(universe=universe)
-out = root / out
-results_dir = root / ("cache/smoke/results" if smoke else "results")
+ws = campaign.workspace(universe, smoke, out, provider)
+data, out, results_dir, provider = ws.data, ws.out, ws.results, ws.provider
 market = load_market(provider) if train else None  # rebuilding the table needs no data
 train_cfg = {"max_epochs": epochs}
 

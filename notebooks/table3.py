@@ -36,25 +36,15 @@ backtest = True  # False: the table from the backtest files present, no data nee
 out = "paper_tables"
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 
-from replication import campaign, portfolio, run, synthetic, tables
+from replication import campaign, portfolio, run, tables
 from replication.data import DataError, load_market
-from replication.data.dataset import DataConfig
 
-root = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-if smoke:
-    out = "cache/smoke/paper_tables"
-    provider = synthetic.write_market(root / "cache" / "synthetic")
-    data = DataConfig.make(universe=universe, **synthetic.split())
-else:
-    data = DataConfig(universe=universe)
-out = root / out
-results_dir = root / ("cache/smoke/results" if smoke else "results")
+ws = campaign.workspace(universe, smoke, out, provider)
+data, out, results_dir, provider = ws.data, ws.out, ws.results, ws.provider
 market = load_market(provider) if backtest else None
 train_cfg = {"max_epochs": epochs}
 

@@ -20,9 +20,10 @@ import argparse
 import multiprocessing as mp
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from replication import run
+from replication import run, synthetic
 from replication.data.dataset import DataConfig
 from replication.tables import best_on_validation
 
@@ -58,13 +59,48 @@ def plan(models, seeds, options: dict, chosen: dict) -> list[tuple[str, int, dic
     return cells
 
 
+@dataclass(frozen=True)
+class Workspace:
+    """Where a table notebook reads and writes, and on which data."""
+
+    data: DataConfig
+    out: Path  # tables; runs/ and backtests/ below it
+    results: Path  # predictions, weights and checkpoints (git-ignored)
+    provider: object  # Qlib provider directory or pack file (None: $QLIB_DATA)
+
+
+def workspace(universe: str, smoke: bool = False, out="paper_tables", provider=None) -> Workspace:
+    """The paper's split on ``provider``; or, with ``smoke``, the synthetic market
+    (written once under cache/) with every output under cache/smoke/, so that a smoke
+    run never overwrites real results."""
+    if smoke:
+        return Workspace(DataConfig.make(universe=universe, **synthetic.split()),
+                         run.ROOT / "cache/smoke/paper_tables", run.ROOT / "cache/smoke/results",
+                         synthetic.write_market(run.ROOT / "cache" / "synthetic"))
+    return Workspace(DataConfig(universe=universe), run.ROOT / out, run.ROOT / "results", provider)
+
+
 _market = None  # each worker's copy of the market, loaded once
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when the campaign process ends, however it ends, so
+    a stopped campaign leaves no worker training on (two trainings of one run would
+    write the same checkpoint)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: stop the process group instead
+        pass
 
 
 def _start_worker(provider, threads: int) -> None:
     global _market
     import torch
 
+    _die_with_parent()
     from replication.data import load_market
 
     torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 part) and the provenance every result records (the repository's git commit)."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import tempfile
@@ -27,8 +28,12 @@ def write_atomic(path, data: bytes) -> None:
         raise
 
 
+@functools.cache
 def git_commit() -> str:
-    """HEAD's commit, with ``-dirty`` when the package has uncommitted changes."""
+    """The commit of the code this process runs: HEAD, with ``-dirty`` when the package
+    has uncommitted changes, read once per process, at ``import replication``. A
+    long-lived worker (a campaign lane) thus reports the code it loaded, not a HEAD
+    committed while it trained."""
     out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "replication"],
                            capture_output=True, text=True, cwd=ROOT).stdout.strip()

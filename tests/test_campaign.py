@@ -33,3 +33,42 @@ def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir
     seed1 = [r for r in results if r["config"]["model"] == "ca" and r["config"]["seed"] == 1]
     assert seed1[0]["config"]["model_config"]["variant"] == max(selection, key=selection.get)
     assert C.campaign(**kw) == []  # everything exists: a rerun trains nothing
+
+
+def test_workers_die_with_the_campaign(tmp_path):
+    """A killed campaign leaves no worker training (its workers get SIGTERM)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file, script = tmp_path / "worker.pid", tmp_path / "campaign.py"
+    script.write_text(f"""
+import multiprocessing as mp, os, time
+from replication.campaign import _die_with_parent
+def work(path):
+    _die_with_parent()
+    open(path, "w").write(str(os.getpid()))
+    time.sleep(60)
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=work, args=({str(pid_file)!r},))
+    p.start()
+    time.sleep(60)
+""")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    for _ in range(200):
+        if pid_file.is_file() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the worker outlived its campaign")
