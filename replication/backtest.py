@@ -128,9 +128,10 @@ def quotes(market: Market, start, end, config: BacktestConfig = BacktestConfig()
 
 def signal(q: Quotes, dates, codes, scores) -> np.ndarray:
     """(D, S) scores on the quotes' grid (NaN: no score) from flat prediction rows."""
-    days = np.searchsorted(q.calendar, np.asarray(dates, dtype="datetime64[D]"))
-    inside = (days < len(q.calendar))
-    inside[inside] = q.calendar[days[inside]] == np.asarray(dates, dtype="datetime64[D]")[inside]
+    dates = np.asarray(dates, dtype="datetime64[D]")
+    days = np.searchsorted(q.calendar, dates)
+    inside = days < len(q.calendar)
+    inside[inside] = q.calendar[days[inside]] == dates[inside]
     if not inside.any():
         raise DataError(f"no prediction date lies in the backtest window "
                         f"{q.calendar[0]} .. {q.calendar[-1]}")

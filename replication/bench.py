@@ -79,10 +79,9 @@ def epochs_per_run(model: str, universe: str, runs_dir: Path, default: int) -> t
 def bench_model(model: str, ds, data: DeviceData, device: torch.device, steps: int,
                 warmup: int, repeats: int) -> dict:
     """Seconds per training step and per validation prediction day of ``model``."""
-    spec = run.MODELS[model]
     cfg = run.run_config(model, 0, ds.config)
     torch.manual_seed(0)
-    net = spec.build(spec.config.make(**cfg["model_config"])).to(device)
+    net = run.build_model(cfg).to(device)
     tc = TrainConfig.make(**cfg["train"])
     opt, gen = optimizer(net, tc), torch.Generator(device=device).manual_seed(0)
     days = np.random.default_rng(0).permutation(len(data.splits["train"]["days"]))

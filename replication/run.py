@@ -34,6 +34,7 @@ from replication.metrics import daily_rank_ic, summarize
 from replication.model import VARIANTS, FactorVAE, ModelConfig
 from replication.train import DeviceData, TrainConfig, fit, mean_factor_kl, predict, resolve_device
 
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How the runner makes a model. Every model offers ``loss(x, y, generator)`` ->
@@ -64,6 +65,12 @@ def run_config(model: str, seed: int, data: DataConfig, model_cfg: dict | None =
               "model_config": asdict(spec.config.make(**spec.fixed, **(model_cfg or {}))),
               "train": asdict(TrainConfig.make(seed=seed, **{**spec.train, **(train_cfg or {})}))}
     return json.loads(json.dumps(config))  # tuples -> lists: equal to what a result file holds
+
+
+def build_model(config: dict):
+    """The untrained model of a run ``config`` (its model_config applied)."""
+    spec = MODELS[config["model"]]
+    return spec.build(spec.config.make(**config["model_config"]))
 
 
 def run_id(config: dict) -> str:
@@ -118,8 +125,7 @@ def predictions(config: dict, split: str = "test", results: Path = ROOT / "resul
                             f"are missing; {retrain}")
         market = market or load_market(provider)
         ds = dataset(DataConfig.make(**config["data"]), market=market, progress=False)
-        spec = MODELS[config["model"]]
-        model = spec.build(spec.config.make(**config["model_config"]))
+        model = build_model(config)
         model.load_state_dict(torch.load(weights, map_location="cpu"))
         made = split_predictions(model, DeviceData(ds, torch.device("cpu")), ds, split)
         z.update({prefix + k: v for k, v in made.items()})
@@ -144,8 +150,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     data_cfg = DataConfig.make(**config["data"])
     ds = dataset(data_cfg, market=market, progress=progress)
     torch.manual_seed(config["seed"])
-    spec = MODELS[config["model"]]
-    model = spec.build(spec.config.make(**config["model_config"]))
+    model = build_model(config)
     data = DeviceData(ds, dev)
     checkpoint = results / "checkpoints" / f"{rid}.pt"  # a cut-off run resumes from here
     history = fit(model, ds, TrainConfig.make(**config["train"]), dev, progress, data,

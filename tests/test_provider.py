@@ -127,3 +127,12 @@ def test_real_data_reads_cleanly(real_provider):
         m = read_provider(real_provider, codes=["SH600000", "SH000300", "SZ000001"])
     assert str(m.calendar[0]) == "2010-01-04" and len(m.calendar) == 2792
     assert np.isfinite(m.fields["close"]).all(axis=0).all()  # these three trade throughout
+
+
+def test_fingerprint_is_hashed_once_and_follows_the_content(provider, scramble):
+    m = read_provider(provider)
+    fp = m.fingerprint()
+    assert m.fingerprint() == fp == read_provider(provider).fingerprint()
+    changed = scramble(m, len(m.calendar) // 2)  # dataclasses.replace: a new Market
+    assert changed.fingerprint() != fp
+    assert m.between(None, m.calendar[-2]).fingerprint() != fp

@@ -65,6 +65,8 @@ class Market:
     markets: dict[str, dict[str, list[Span]]]
     source: str = ""
     _col: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    # the fingerprint, hashed once per Market (init=False: dataclasses.replace starts afresh)
+    _fingerprint: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._col.update({c: i for i, c in enumerate(self.codes)})
@@ -159,7 +161,10 @@ class Market:
 
     def fingerprint(self) -> str:
         """Content hash of the panel: calendar, codes, stored ranges, memberships and
-        every field (a pack, being bit-exact, has its source directory's fingerprint)."""
+        every field (a pack, being bit-exact, has its source directory's fingerprint).
+        Hashed once per Market, which is never changed in place."""
+        if self._fingerprint:
+            return self._fingerprint[0]
         h = hashlib.blake2b(digest_size=8)
         h.update(self.calendar.astype("datetime64[D]").astype(np.int64).tobytes())
         h.update("\n".join(self.codes).encode())
@@ -171,7 +176,8 @@ class Market:
         for k in sorted(self.fields):
             h.update(k.encode())
             h.update(np.ascontiguousarray(self.fields[k]).tobytes())
-        return h.hexdigest()
+        self._fingerprint.append(h.hexdigest())
+        return self._fingerprint[0]
 
 
 def resolve_provider(provider: str | os.PathLike | None = None) -> Path:
