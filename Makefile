@@ -18,7 +18,10 @@ SMOKE_PARAMS = -p smoke True -p epochs 1 -y "seeds: [0]"
 NB_RUN = $(VENV)/bin/jupytext --to ipynb notebooks/$(1).py -o cache/$(1).ipynb -q && \
 	$(VENV)/bin/papermill --cwd . cache/$(1).ipynb $(2) $(3)
 
-.PHONY: help setup test data pack smoke table1 table3 campaign bench clean
+HELDOUT ?= 50 100 200
+SMOKE_HELDOUT = -y "heldout: [10, 40]"
+
+.PHONY: help setup test data pack smoke table1 table2 table3 campaign bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,18 +51,25 @@ smoke: setup ## the whole pipeline on the synthetic market (minutes, CPU); write
 	$(PY) -m replication.smoke cache/synthetic
 	mkdir -p cache/smoke
 	$(call NB_RUN,table1,cache/smoke/table1.ipynb,$(SMOKE_PARAMS))
+	$(call NB_RUN,table2,cache/smoke/table2.ipynb,$(SMOKE_PARAMS) $(SMOKE_HELDOUT))
 	$(call NB_RUN,table3,cache/smoke/table3.ipynb,$(SMOKE_PARAMS))
 
 table1: setup ## Table 1 (UNIVERSE=csi300|all, EPOCHS, DEVICE, TRAIN=False: table from existing runs only)
 	mkdir -p cache notebooks/executed
 	$(call NB_RUN,table1,notebooks/executed/table1.ipynb,-p universe $(UNIVERSE) -p epochs $(EPOCHS) -p device $(DEVICE) -p train $(TRAIN))
 
+table2: setup ## Table 2: every (model, m, seed) with m stocks held out of training (TRAIN=False: table from existing runs only)
+	mkdir -p cache notebooks/executed
+	$(call NB_RUN,table2,notebooks/executed/table2.ipynb,-p universe $(UNIVERSE) -p epochs $(EPOCHS) -p device $(DEVICE) -p train $(TRAIN))
+
 table3: setup ## Table 3 + Figure 6: backtest every Table 1 run (TRAIN=False: only runs present; BACKTEST=False: from backtest files only)
 	mkdir -p cache notebooks/executed
 	$(call NB_RUN,table3,notebooks/executed/table3.ipynb,-p universe $(UNIVERSE) -p epochs $(EPOCHS) -p device $(DEVICE) -p train $(TRAIN) -p backtest $(BACKTEST))
 
-campaign: setup ## every missing Table 1 run on LANES worker processes (UNIVERSE, EPOCHS, DEVICE); rerun to resume
+campaign: setup ## every missing Table 1 and Table 2 run on LANES worker processes (UNIVERSE, EPOCHS, DEVICE, HELDOUT); rerun to resume
 	$(PY) -m replication.campaign --universe $(UNIVERSE) --epochs $(EPOCHS) --device $(DEVICE) --lanes $(LANES)
+	$(PY) -m replication.campaign --universe $(UNIVERSE) --epochs $(EPOCHS) --device $(DEVICE) --lanes $(LANES) \
+		--models gru alstm gat trans sfm linear ca factorvae-port factorvae --heldout $(HELDOUT)
 
 bench: setup ## training throughput and the campaign projection (BENCH_MODELS, UNIVERSE, DEVICE) -> paper_tables/bench/
 	$(PY) -m replication.bench --models $(BENCH_MODELS) --universe $(UNIVERSE) --device $(DEVICE)

@@ -62,7 +62,7 @@ def result(model, seed, model_cfg=None):
 while True:
     chosen = campaign.choices(models, seeds[0], options, data, train_cfg, out / "runs")
     cells = campaign.plan(models, seeds, options, chosen)
-    found = {(m, s, str(o)): result(m, s, o) for m, s, o in tqdm(cells, desc="runs")}
+    found = {(m, s, str(o)): result(m, s, o) for m, s, o, _ in tqdm(cells, desc="runs")}
     if not train or campaign.choices(models, seeds[0], options, data, train_cfg, out / "runs") == chosen:
         break
 print("missing runs:", [k for k, r in found.items() if r is None] or "none")

@@ -58,7 +58,7 @@ if train:  # every missing Table 1 run, CA's depth chosen first (as `make campai
     campaign.campaign(models, seeds, options, data, train_cfg, provider, device, lanes=1,
                       out=out / "runs", results=results_dir)
 chosen = campaign.choices(models, seeds[0], options, data, train_cfg, out / "runs")
-found = [r for m, s, o in campaign.plan(models, seeds, options, chosen)
+found = [r for m, s, o, _ in campaign.plan(models, seeds, options, chosen)
          if not (m in options and m not in chosen)  # CA's selection runs before the choice
          and (r := run.result_of(run.run_config(m, s, data, o, train_cfg), out / "runs", False))]
 cells, missing = [], []

@@ -1,6 +1,7 @@
-"""Every missing run of Table 1, on several worker processes.
+"""Every missing run of Table 1 (or Table 2), on several worker processes.
 
     python -m replication.campaign --universe csi300 --lanes 2 --device cpu
+    python -m replication.campaign --models factorvae factorvae-port --heldout 50 100 200
 
 A table cell is (model, seed, settings). Models with settings to choose (CA's depth)
 first get one seed-0 run per setting; once all of them exist, the best validation
@@ -28,6 +29,7 @@ from replication.data.dataset import DataConfig
 from replication.tables import best_on_validation
 
 TABLE1 = ("gru", "alstm", "gat", "trans", "sfm", "linear", "ca", "factorvae-prior", "factorvae")
+TABLE2 = ("gru", "alstm", "gat", "trans", "sfm", "linear", "ca", "factorvae-port", "factorvae")
 OPTIONS = {"ca": tuple({"variant": v} for v in ("ca0", "ca1", "ca2", "ca3"))}  # chosen on validation
 
 
@@ -44,18 +46,21 @@ def choices(models, seed: int, options: dict, data: DataConfig, train_cfg: dict,
     return chosen
 
 
-def plan(models, seeds, options: dict, chosen: dict) -> list[tuple[str, int, dict]]:
-    """The cells that can run now, seed by seed (every row gets a first seed early):
-    selection runs of undecided models, and every seed of the others."""
+def plan(models, seeds, options: dict, chosen: dict, heldout=(0,)) -> list[tuple[str, int, dict, int]]:
+    """The cells (model, seed, settings, m) that can run now, seed by seed (every row
+    gets a first seed early): selection runs of undecided models (Table 1 runs, m = 0,
+    seed ``seeds[0]``), and every seed and m in ``heldout`` of the others (m = 0:
+    Table 1; m > 0: Table 2, which takes a model's settings from Table 1's choice)."""
     cells = []
     for seed in seeds:
-        for model in models:
-            if model not in options:
-                cells.append((model, seed, {}))
-            elif model in chosen:
-                cells.append((model, seed, chosen[model]))
-            elif seed == seeds[0]:
-                cells += [(model, seed, o) for o in options[model]]
+        for m in heldout:
+            for model in models:
+                if model not in options:
+                    cells.append((model, seed, {}, m))
+                elif model in chosen:
+                    cells.append((model, seed, chosen[model], m))
+                elif seed == seeds[0] and m == heldout[0]:
+                    cells += [(model, seed, o, 0) for o in options[model]]
     return cells
 
 
@@ -118,12 +123,15 @@ def _train(job) -> str:
 def campaign(models=TABLE1, seeds=range(5), options=OPTIONS, data: DataConfig = DataConfig(),
              train_cfg: dict | None = None, provider=None, device: str = "auto", lanes: int = 1,
              threads: int = 1, out=run.ROOT / "paper_tables" / "runs",
-             results=run.ROOT / "results", dry_run: bool = False) -> list[str]:
-    """Train every missing run; return the ids of the runs it trained (or would train)."""
+             results=run.ROOT / "results", dry_run: bool = False, heldout=(0,)) -> list[str]:
+    """Train every missing run (``heldout``: the m of each cell, 0 for Table 1, e.g.
+    (50, 100, 200) for Table 2); return the ids of the runs it trained (or would train)."""
     seeds, train_cfg, done = list(seeds), dict(train_cfg or {}), []
+    heldout = tuple(heldout)
     while True:
         chosen = choices(models, seeds[0], options, data, train_cfg, out)
-        configs = [run.run_config(m, s, data, o, train_cfg) for m, s, o in plan(models, seeds, options, chosen)]
+        configs = [run.run_config(mod, s, data, o, train_cfg, m)
+                   for mod, s, o, m in plan(models, seeds, options, chosen, heldout)]
         missing = [c for c in configs if run.result_of(c, out, train=False) is None]
         if not missing:
             return done
@@ -146,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--universe", default="all", choices=("all", "csi300"))
     p.add_argument("--epochs", type=int, help="max epochs (default: TrainConfig's)")
+    p.add_argument("--heldout", nargs="+", type=int, default=[0], metavar="M",
+                   help="stocks held out of training: 0 (Table 1, default) or e.g. 50 100 200 (Table 2)")
     p.add_argument("--device", default="auto")
     p.add_argument("--provider", default=None, help="Qlib provider directory or pack file")
     p.add_argument("--lanes", type=int, default=1, help="runs trained at once (worker processes)")
@@ -156,7 +166,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     train_cfg = {"max_epochs": a.epochs} if a.epochs else {}
     ids = campaign(a.models, a.seeds, OPTIONS, DataConfig(universe=a.universe), train_cfg, a.provider,
-                   a.device, a.lanes, a.threads, a.out, a.results, a.dry_run)
+                   a.device, a.lanes, a.threads, a.out, a.results, a.dry_run, a.heldout)
     print("\n".join(ids) if a.dry_run else f"trained {len(ids)} runs")
     return 0
 

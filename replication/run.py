@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from replication import baselines, factor_models
-from replication.data.dataset import DataConfig, dataset
+from replication import baselines, factor_models, robustness
+from replication.data.dataset import DataConfig, DayDataset, dataset
 from replication.data.provider import DataError, load_market
 from replication.files import ROOT, git_commit, write_atomic
 from replication.metrics import daily_rank_ic, summarize
@@ -56,14 +56,21 @@ MODELS.update({n: ModelSpec(c, b, train=t)  # the Table 1 baselines, in the pape
 
 
 def run_config(model: str, seed: int, data: DataConfig, model_cfg: dict | None = None,
-               train_cfg: dict | None = None) -> dict:
-    """The full, JSON-able configuration of a run (what its result file must match)."""
+               train_cfg: dict | None = None, heldout: int = 0) -> dict:
+    """The full, JSON-able configuration of a run (what its result file must match).
+    ``heldout`` = m > 0: a Table 2 run, trained without the m stocks that
+    :func:`replication.robustness.heldout` draws with the run's seed (the key is absent
+    from Table 1 runs, whose ids it therefore leaves as they were)."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    if heldout < 0:
+        raise ValueError(f"heldout must be >= 0 (0: no stock held out), got {heldout}")
     spec = MODELS[model]
     config = {"model": model, "seed": seed, "data": asdict(data),
               "model_config": asdict(spec.config.make(**spec.fixed, **(model_cfg or {}))),
               "train": asdict(TrainConfig.make(seed=seed, **{**spec.train, **(train_cfg or {})}))}
+    if heldout:
+        config["heldout"] = heldout
     return json.loads(json.dumps(config))  # tuples -> lists: equal to what a result file holds
 
 
@@ -75,7 +82,17 @@ def build_model(config: dict):
 
 def run_id(config: dict) -> str:
     digest = hashlib.blake2b(json.dumps(config, sort_keys=True).encode(), digest_size=4)
-    return f"{config['model']}-{config['data']['universe']}-seed{config['seed']}-{digest.hexdigest()}"
+    m = f"-m{config['heldout']}" if config.get("heldout") else ""
+    return f"{config['model']}-{config['data']['universe']}{m}-seed{config['seed']}-{digest.hexdigest()}"
+
+
+def run_dataset(config: dict, market, progress: bool = False) -> tuple[DayDataset, np.ndarray | None]:
+    """The dataset a run trains on and its held-out panel columns (None: Table 1 run)."""
+    ds = dataset(DataConfig.make(**config["data"]), market=market, progress=progress)
+    if not config.get("heldout"):
+        return ds, None
+    cols = robustness.heldout(ds, config["heldout"], config["seed"])
+    return robustness.without(ds, cols), cols
 
 
 def finished(path: Path, config: dict) -> dict | None:
@@ -123,8 +140,7 @@ def predictions(config: dict, split: str = "test", results: Path = ROOT / "resul
         if not weights.is_file():
             raise DataError(f"{path} has no {split} predictions and the run's weights {weights} "
                             f"are missing; {retrain}")
-        market = market or load_market(provider)
-        ds = dataset(DataConfig.make(**config["data"]), market=market, progress=False)
+        ds, _ = run_dataset(config, market or load_market(provider))
         model = build_model(config)
         model.load_state_dict(torch.load(weights, map_location="cpu"))
         made = split_predictions(model, DeviceData(ds, torch.device("cpu")), ds, split)
@@ -148,7 +164,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     dev = resolve_device(device)
     market = market or load_market(provider)
     data_cfg = DataConfig.make(**config["data"])
-    ds = dataset(data_cfg, market=market, progress=progress)
+    ds, heldout = run_dataset(config, market, progress)
     torch.manual_seed(config["seed"])
     model = build_model(config)
     data = DeviceData(ds, dev)
@@ -164,7 +180,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     weights = io.BytesIO()
     torch.save(model.state_dict(), weights)  # the restored best epoch, for later diagnostics
     write_atomic(results / f"{rid}.pt", weights.getvalue())
-    if config["model"] == "factorvae" and config["seed"] == 0:
+    if config["model"] == "factorvae" and config["seed"] == 0 and heldout is None:
         d, j = np.repeat(test.days, np.diff(test.offsets)), test.stock
         member = market.membership("csi300")[:, [market.column(c) for c in ds.codes]][d, j] \
             if data_cfg.universe != "csi300" else np.ones(len(preds["mu"]), bool)
@@ -173,10 +189,10 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     result = {
         "config": config, "run_id": rid,
         "valid": summarize(daily_rank_ic(valid_preds["mu"], valid.label, valid.offsets)),
-        "test": summarize(daily),
+        "test": summarize(daily),  # Table 2 runs: over every stock, held-out or not
+        "heldout": None if heldout is None else _heldout_result(preds["mu"], ds, heldout),
         "test_daily_rank_ic": {"dates": ds.dates("test").astype(str).tolist(),
-                               "values": [None if np.isnan(v) else round(float(v), 6)
-                                          for v in daily]},
+                               "values": _daily_json(daily)},
         "epochs_trained": history["epochs_trained"], "best_epoch": history["best_epoch"],
         # posterior collapse check: factors whose mean KL stays ~0 carry no information
         "valid_factor_kl": [round(float(v), 5) for v in mean_factor_kl(model, data, "valid")]
@@ -201,6 +217,17 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     return result
 
 
+def _daily_json(values: np.ndarray) -> list:
+    return [None if np.isnan(v) else round(float(v), 6) for v in values]
+
+
+def _heldout_result(mu: np.ndarray, ds: DayDataset, cols: np.ndarray) -> dict:
+    """Table 2's numbers: Rank IC / ICIR over the held-out stocks (and who they were)."""
+    daily = robustness.heldout_daily_rank_ic(mu, ds, cols)
+    return {"m": len(cols), "codes": ds.codes[cols].tolist(), "test": summarize(daily),
+            "test_daily_rank_ic": _daily_json(daily)}
+
+
 def result_of(config: dict, out: Path, train: bool = True, **execute_kwargs) -> dict | None:
     """The run's result: trained now if it is missing and ``train``; None if it is
     missing and not ``train`` (tables are then built from the runs that exist)."""
@@ -222,6 +249,8 @@ def main(argv=None) -> int:
     p.add_argument("--recon", choices=("analytic", "sample"), help="FactorVAE's eq. (17) switch")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a model hyper-parameter, e.g. --set variant=ca0 (repeatable)")
+    p.add_argument("--heldout", type=int, default=0, metavar="M",
+                   help="Table 2: hold out M stocks (drawn with --seed) from training and validation")
     p.add_argument("--patience", type=int, help="early-stopping patience (default: TrainConfig's)")
     p.add_argument("--out", default=str(ROOT / "paper_tables" / "runs"))
     p.add_argument("--results", default=str(ROOT / "results"))
@@ -241,7 +270,7 @@ def main(argv=None) -> int:
         except ValueError:
             model_cfg[key] = value
     try:
-        config = run_config(a.model, a.seed, DataConfig(universe=a.universe), model_cfg, train)
+        config = run_config(a.model, a.seed, DataConfig(universe=a.universe), model_cfg, train, a.heldout)
     except ValueError as exc:  # an option the model does not have, or a bad value
         print(f"error: {exc}", file=sys.stderr)
         return 2

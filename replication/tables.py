@@ -15,6 +15,19 @@ PAPER_TABLE1 = {
     "CA": (0.039, 0.002, 0.442, 0.036), "FactorVAE-prior": (0.042, 0.003, 0.384, 0.033),
     "FactorVAE": (0.055, 0.004, 0.568, 0.044),
 }
+# The paper's Table 2: Rank IC and Rank ICIR over the m stocks removed from training,
+# mean (std) over 5 seeds: {method: {m: (IC, IC std, ICIR, ICIR std)}}.
+PAPER_TABLE2 = {
+    "GRU": {50: (0.031, 0.005, 0.184, 0.029), 100: (0.030, 0.004, 0.234, 0.030), 200: (0.031, 0.004, 0.282, 0.032)},
+    "ALSTM": {50: (0.027, 0.004, 0.162, 0.022), 100: (0.028, 0.007, 0.210, 0.045), 200: (0.026, 0.005, 0.237, 0.041)},
+    "GAT": {50: (0.029, 0.008, 0.166, 0.043), 100: (0.023, 0.011, 0.176, 0.085), 200: (0.025, 0.009, 0.215, 0.071)},
+    "Trans": {50: (0.034, 0.007, 0.201, 0.040), 100: (0.034, 0.006, 0.259, 0.043), 200: (0.033, 0.003, 0.302, 0.023)},
+    "SFM": {50: (0.037, 0.007, 0.220, 0.042), 100: (0.038, 0.004, 0.294, 0.035), 200: (0.038, 0.003, 0.342, 0.036)},
+    "Linear": {50: (0.018, 0.005, 0.138, 0.075), 100: (0.018, 0.005, 0.147, 0.044), 200: (0.018, 0.004, 0.176, 0.042)},
+    "CA": {50: (0.038, 0.008, 0.215, 0.046), 100: (0.039, 0.004, 0.284, 0.034), 200: (0.039, 0.003, 0.328, 0.027)},
+    "FactorVAE-port": {50: (0.043, 0.005, 0.241, 0.022), 100: (0.039, 0.003, 0.272, 0.005), 200: (0.041, 0.004, 0.328, 0.011)},
+    "FactorVAE": {50: (0.053, 0.007, 0.299, 0.039), 100: (0.056, 0.002, 0.384, 0.044), 200: (0.050, 0.008, 0.399, 0.063)},
+}
 DISPLAY = {"gru": "GRU", "alstm": "ALSTM", "gat": "GAT", "trans": "Trans", "sfm": "SFM",
            "linear": "Linear", "ca": "CA", "factorvae": "FactorVAE",
            "factorvae-prior": "FactorVAE-prior", "factorvae-port": "FactorVAE-port"}
@@ -57,11 +70,9 @@ def table1(results: list[dict]) -> pd.DataFrame:
         by_model.setdefault(r["config"]["model"], []).append(r)
     rows = []
     for model, rs in by_model.items():
-        name = DISPLAY.get(model, model)
-        paper = PAPER_TABLE1.get(name)
-        variants = sorted({r["config"]["model_config"].get("variant", "") for r in rs})
+        paper = PAPER_TABLE1.get(DISPLAY.get(model, model))
         rows.append({
-            "Method": name + (f" ({', '.join(variants).upper()})" if model == "ca" else ""),
+            "Method": _method(model, rs),
             "seeds": ",".join(str(r["config"]["seed"]) for r in rs),
             "Rank IC": _mean_std([r["test"]["rank_ic"] for r in rs]),
             "Rank ICIR": _mean_std([r["test"]["rank_icir"] for r in rs]),
@@ -72,6 +83,39 @@ def table1(results: list[dict]) -> pd.DataFrame:
             "minutes/run": f"{np.mean([r['wall_seconds'] for r in rs]) / 60:.1f}",
         })
     return _paper_order(pd.DataFrame(rows), PAPER_TABLE1)
+
+
+def _method(model: str, results: list[dict]) -> str:
+    """The row name: the paper's, plus CA's chosen depth."""
+    variants = sorted({r["config"]["model_config"].get("variant", "") for r in results})
+    return DISPLAY.get(model, model) + (f" ({', '.join(variants).upper()})" if model == "ca" else "")
+
+
+def table2(results: list[dict]) -> pd.DataFrame:
+    """Rows = methods in the paper's order; per m (columns in increasing m), Rank IC and
+    Rank ICIR over the held-out stocks, mean(std) over seeds, the paper's beside."""
+    by_model: dict[str, list[dict]] = {}
+    for r in results:
+        if not r.get("heldout"):
+            raise ValueError(f"{r['run_id']} is not a Table 2 run (it held no stock out)")
+        by_model.setdefault(r["config"]["model"], []).append(r)
+    ms = sorted({r["heldout"]["m"] for r in results})
+    rows = []
+    for model, rs in by_model.items():
+        name = DISPLAY.get(model, model)
+        seeds = {m: [r["config"]["seed"] for r in rs if r["heldout"]["m"] == m] for m in ms}
+        row = {"Method": _method(model, rs),
+               f"seeds (m={'/'.join(map(str, ms))})": " / ".join(",".join(map(str, seeds[m])) or "-"
+                                                               for m in ms)}
+        for m in ms:
+            cell = [r["heldout"]["test"] for r in rs if r["heldout"]["m"] == m]
+            paper = PAPER_TABLE2.get(name, {}).get(m)
+            row[f"m={m} Rank IC"] = _mean_std([c["rank_ic"] for c in cell]) if cell else ""
+            row[f"m={m} Rank ICIR"] = _mean_std([c["rank_icir"] for c in cell]) if cell else ""
+            row[f"m={m} paper Rank IC"] = f"{paper[0]:.3f}({paper[1]:.3f})" if paper else ""
+            row[f"m={m} paper Rank ICIR"] = f"{paper[2]:.3f}({paper[3]:.3f})" if paper else ""
+        rows.append(row)
+    return _paper_order(pd.DataFrame(rows), PAPER_TABLE2)
 
 
 def table3(cells: list[dict]) -> pd.DataFrame:
@@ -107,6 +151,7 @@ def provenance(results: list[dict]) -> dict:
     first = results[0]
     return {
         "universe": sorted({r["config"]["data"]["universe"] for r in results}),
+        **({"heldout m": sorted({r["heldout"]["m"] for r in results})} if first.get("heldout") else {}),
         "device": sorted({r["device"] for r in results}),
         "max_epochs": sorted({r["config"]["train"]["max_epochs"] for r in results}),
         "data_fingerprint": sorted({r["data_fingerprint"] for r in results}),

@@ -13,9 +13,17 @@ V0, V1 = {"variant": "ca0"}, {"variant": "ca1"}
 def test_plan_runs_selection_first_then_the_chosen_setting():
     opts = {"ca": (V0, V1)}
     assert C.plan(["gru", "ca"], [0, 1], opts, {}) == [
-        ("gru", 0, {}), ("ca", 0, V0), ("ca", 0, V1), ("gru", 1, {})]
+        ("gru", 0, {}, 0), ("ca", 0, V0, 0), ("ca", 0, V1, 0), ("gru", 1, {}, 0)]
     assert C.plan(["gru", "ca"], [0, 1], opts, {"ca": V1}) == [
-        ("gru", 0, {}), ("ca", 0, V1), ("gru", 1, {}), ("ca", 1, V1)]
+        ("gru", 0, {}, 0), ("ca", 0, V1, 0), ("gru", 1, {}, 0), ("ca", 1, V1, 0)]
+
+
+def test_plan_of_table2_takes_the_settings_chosen_for_table1():
+    opts = {"ca": (V0, V1)}
+    assert C.plan(["gru", "ca"], [0], opts, {}, (50, 100)) == [  # CA's Table 1 selection first
+        ("gru", 0, {}, 50), ("ca", 0, V0, 0), ("ca", 0, V1, 0), ("gru", 0, {}, 100)]
+    assert C.plan(["ca"], [0, 1], opts, {"ca": V1}, (50, 100)) == [
+        ("ca", 0, V1, 50), ("ca", 0, V1, 100), ("ca", 1, V1, 50), ("ca", 1, V1, 100)]
 
 
 def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir, tmp_path, monkeypatch):

@@ -60,3 +60,23 @@ def test_selection_orders_by_validation_only(tmp_path):
     assert "test" not in " ".join(df.columns).lower()
     with pytest.raises(FileNotFoundError, match="no factorvae seed-0 result files"):
         tables.selection(tmp_path / "empty")
+
+
+def test_table2_columns_per_m_over_the_heldout_stocks_beside_the_paper():
+    def r2(model, seed, m, ic, icir):
+        r = _result(model, seed, 0.9, 9.0)  # the whole-universe test numbers: not Table 2's
+        r["heldout"] = {"m": m, "test": {"rank_ic": ic, "rank_icir": icir}}
+        return r
+
+    rs = [r2("factorvae", 0, 50, 0.04, 0.2), r2("factorvae", 1, 50, 0.06, 0.4),
+          r2("factorvae", 0, 200, 0.05, 0.3), r2("factorvae-port", 0, 50, 0.03, 0.1)]
+    df = tables.table2(rs).set_index("Method")
+    assert list(df.index) == ["FactorVAE-port", "FactorVAE"]  # the paper's order
+    fv = df.loc["FactorVAE"]
+    assert fv["m=50 Rank IC"] == "0.050(0.014)" and fv["m=50 Rank ICIR"] == "0.300(0.141)"
+    assert fv["m=200 Rank IC"] == "0.050(one seed)" and fv["seeds (m=50/200)"] == "0,1 / 0"
+    assert fv["m=50 paper Rank IC"] == "0.053(0.007)" and fv["m=200 paper Rank ICIR"] == "0.399(0.063)"
+    assert df.loc["FactorVAE-port", "m=200 Rank IC"] == "" and "m=100 Rank IC" not in df.columns
+    assert tables.provenance(rs)["heldout m"] == [50, 200]
+    with pytest.raises(ValueError, match="not a Table 2 run"):
+        tables.table2([_result("gru", 0, 0.1, 0.1)])
