@@ -47,10 +47,16 @@ class ModelSpec:
     build: Callable  # config -> nn.Module
     train: dict = field(default_factory=dict)  # the model's TrainConfig defaults (e.g. Qlib's lr)
     fixed: dict = field(default_factory=dict)  # config fields the model name fixes
+    defaults: dict = field(default_factory=dict)  # settings chosen on validation for this model
 
 
-MODELS: dict[str, ModelSpec] = {v: ModelSpec(ModelConfig, FactorVAE, fixed={"variant": v})
-                                for v in VARIANTS}
+# FactorVAE's KL weight gamma of eq. (17), chosen on validation (paper_tables/selection):
+# it applies to the variants with a KL term; FactorVAE-prior has none (its config keeps
+# ModelConfig's default, which its loss never reads).
+KL_DEFAULTS: dict = {}
+MODELS: dict[str, ModelSpec] = {
+    v: ModelSpec(ModelConfig, FactorVAE, fixed={"variant": v},
+                 defaults=KL_DEFAULTS if v != "factorvae-prior" else {}) for v in VARIANTS}
 MODELS.update({n: ModelSpec(c, b, train=t)  # the Table 1 baselines, in the paper's order
                for n, (c, b, t) in {**baselines.MODELS, **factor_models.MODELS}.items()})
 
@@ -67,7 +73,7 @@ def run_config(model: str, seed: int, data: DataConfig, model_cfg: dict | None =
         raise ValueError(f"heldout must be >= 0 (0: no stock held out), got {heldout}")
     spec = MODELS[model]
     config = {"model": model, "seed": seed, "data": asdict(data),
-              "model_config": asdict(spec.config.make(**spec.fixed, **(model_cfg or {}))),
+              "model_config": asdict(spec.config.make(**spec.fixed, **{**spec.defaults, **(model_cfg or {})})),
               "train": asdict(TrainConfig.make(seed=seed, **{**spec.train, **(train_cfg or {})}))}
     if heldout:
         config["heldout"] = heldout

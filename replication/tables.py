@@ -181,7 +181,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 def selection(*folders, model: str = "factorvae", seed: int = 0) -> pd.DataFrame:
-    """The validation-set choice of ``recon`` and ``lr``: one row per result file of
+    """The validation-set choice of ``recon``, ``lr`` and ``gamma``: one row per result file of
     ``model`` and ``seed`` in ``folders`` (the selection runs, and the table's own run
     with the chosen settings), best validation Rank IC first. No test metric is shown."""
     rows = []
@@ -192,6 +192,7 @@ def selection(*folders, model: str = "factorvae", seed: int = 0) -> pd.DataFrame
         rows.append({"run": r["run_id"], "model": r["config"]["model"],
                      "universe": r["config"]["data"]["universe"], "seed": r["config"]["seed"],
                      "recon": r["config"]["model_config"]["recon"], "lr": r["config"]["train"]["lr"],
+                     "gamma": r["config"]["model_config"]["gamma"],
                      "valid Rank IC": round(r["valid"]["rank_ic"], 4),
                      "valid Rank ICIR": round(r["valid"]["rank_icir"], 3),
                      "epochs (best)": f"{r['epochs_trained']}({r['best_epoch']})",

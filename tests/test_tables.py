@@ -41,7 +41,7 @@ def test_selection_orders_by_validation_only(tmp_path):
 
     for i, (v, t) in enumerate([(0.05, 0.09), (0.06, 0.01)]):
         r = _result("factorvae", 0, t, 1.0)
-        r["config"].update(model_config={"recon": ["analytic", "sample"][i]})
+        r["config"].update(model_config={"recon": ["analytic", "sample"][i], "gamma": 1.0})
         r["config"]["train"]["lr"] = 1e-3
         r["valid"] = {"rank_ic": v, "rank_icir": 0.4}
         r["run_id"] = f"run{i}"
@@ -50,7 +50,7 @@ def test_selection_orders_by_validation_only(tmp_path):
     other.mkdir()
     for model, seed in (("factorvae", 0), ("factorvae", 1), ("factorvae-prior", 0)):
         r = _result(model, seed, 0.5, 1.0)
-        r["config"].update(model_config={"recon": "analytic"})
+        r["config"].update(model_config={"recon": "analytic", "gamma": 1.0})
         r["config"]["train"]["lr"] = 1e-4
         r["valid"] = {"rank_ic": 0.055, "rank_icir": 0.4}
         (other / f"{model}{seed}.json").write_text(json.dumps(r))
