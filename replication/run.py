@@ -93,12 +93,16 @@ def run_id(config: dict) -> str:
 
 
 def run_dataset(config: dict, market, progress: bool = False) -> tuple[DayDataset, np.ndarray | None]:
-    """The dataset a run trains on and its held-out panel columns (None: Table 1 run)."""
-    ds = dataset(DataConfig.make(**config["data"]), market=market, progress=progress)
+    """The dataset a run trains on and its held-out panel columns (None: Table 1 run):
+    Table 2's are drawn from the universe's dataset, then left out of a dataset of their own."""
+    data = DataConfig.make(**config["data"])
+    ds = dataset(data, market=market, progress=progress)
     if not config.get("heldout"):
         return ds, None
     cols = robustness.heldout(ds, config["heldout"], config["seed"])
-    return robustness.without(ds, cols), cols
+    out = dataset(data, market=market, progress=progress, exclude=ds.codes[cols])
+    assert (out.codes == ds.codes).all()  # one universe, one panel layout
+    return out, cols
 
 
 def finished(path: Path, config: dict) -> dict | None:

@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 import replication.run as R
 from replication import robustness
 from replication.data import load_market
-from replication.data.dataset import DataConfig, cs_rank_norm, dataset
+from replication.data.dataset import DataConfig, dataset
 from replication.data.provider import DataError
 from replication.synthetic import split
 from replication.train import DeviceData
@@ -23,10 +23,9 @@ def market(synthetic_dir):
 
 @pytest.fixture(scope="module")
 def ds(market, tmp_path_factory):
-    import os
-
-    os.environ["REPLICATION_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    return dataset(DATA, market=market, progress=False)
+    with pytest.MonkeyPatch.context() as mp:  # this module's datasets in a cache of its own
+        mp.setenv("REPLICATION_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield dataset(DATA, market=market, progress=False)
 
 
 def test_draw_is_reproducible_nested_and_from_stocks_in_train_and_test(ds):
@@ -41,22 +40,35 @@ def test_draw_is_reproducible_nested_and_from_stocks_in_train_and_test(ds):
             robustness.heldout(ds, bad, seed=0)
 
 
-def test_without_removes_exactly_them_from_train_and_valid_and_reranks_targets(ds):
+def test_excluded_stocks_leave_train_and_valid_and_nothing_learned_depends_on_them(ds, market):
+    """Built with ``exclude``, the train and valid splits (samples, labels, CSRankNorm
+    targets) and the normalisation statistics are exactly those of a market in which
+    the excluded stocks' data is different: nothing learned from training sees them."""
+    import dataclasses
+
     cols = robustness.heldout(ds, 25, seed=0)
-    out = robustness.without(ds, cols)
-    assert out.x is ds.x and out.splits["test"] is ds.splits["test"]  # test and panel untouched
+    out = dataset(DATA, market=market, progress=False, exclude=ds.codes[cols])
+    rng = np.random.default_rng(0)
+    other = dataclasses.replace(market, fields={  # their prices and volumes: noise
+        k: np.where(np.isin(market.codes, ds.codes[cols])[None, :],
+                    v * rng.uniform(0.5, 1.5, v.shape).astype(np.float32), v)
+        for k, v in market.fields.items()}, _col={})
+    again = dataset(DATA, market=other, progress=False, exclude=ds.codes[cols])
+    assert out.excluded == tuple(sorted(ds.codes[cols])) and not np.array_equal(again.x, out.x)
+    for k in ("median", "scale"):
+        np.testing.assert_array_equal(out.norm[k], again.norm[k])
+        assert not np.array_equal(out.norm[k], ds.norm[k])  # refitted without them
     for name in ("train", "valid"):
-        before, after = ds.splits[name], out.splits[name]
-        assert not np.isin(after.stock, cols).any()
-        assert len(after.stock) == (~np.isin(before.stock, cols)).sum()  # nothing else lost
-        for k in (0, len(after) - 1):  # a day's target: CSRankNorm over its remaining stocks
-            a, b = after.offsets[k], after.offsets[k + 1]
-            np.testing.assert_allclose(after.target[a:b],
-                                       cs_rank_norm(after.label[a:b], np.zeros(b - a, int)))
-            j = int(np.flatnonzero(before.days == after.days[k])[0])
-            ba, bb = before.offsets[j], before.offsets[j + 1]
-            keep = ~np.isin(before.stock[ba:bb], cols)
-            np.testing.assert_array_equal(before.stock[ba:bb][keep], after.stock[a:b])
+        a, b, full = out.splits[name], again.splits[name], ds.splits[name]
+        assert not np.isin(a.stock, cols).any()
+        assert len(a.stock) == (~np.isin(full.stock, cols)).sum()  # nothing else lost
+        for f in ("days", "offsets", "stock", "label", "target"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+        assert not np.array_equal(a.target, full.target[~np.isin(full.stock, cols)])  # re-ranked
+    for f in ("days", "offsets", "stock"):  # the test split keeps every stock
+        np.testing.assert_array_equal(getattr(out.splits["test"], f), getattr(ds.splits["test"], f))
+    with pytest.raises(DataError, match="cannot exclude \\['XX000001'\\]"):
+        dataset(DATA, market=market, progress=False, exclude=["XX000001"])
 
 
 def test_heldout_run_never_trains_or_validates_on_them_and_scores_exactly_them(

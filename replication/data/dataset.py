@@ -108,6 +108,7 @@ class DayDataset:
     splits: dict[str, Split]
     fingerprint: str
     norm: dict[str, np.ndarray]  # RobustZScoreNorm statistics: "median", "scale" (C,)
+    excluded: tuple[str, ...] = ()  # stocks left out of training (Table 2's held-out stocks)
 
     def day(self, split: str, k: int):
         """Sample k of ``split``: x (N, T, C), raw label (N,), target (N,), codes (N,)."""
@@ -178,9 +179,21 @@ def prepare(market: Market, config: DataConfig) -> Market:
     return market.select(codes)
 
 
-def build(market: Market, config: DataConfig, progress: bool = False) -> DayDataset:
-    """Build the dataset of ``config`` from a market returned by :func:`prepare`."""
+def build(market: Market, config: DataConfig, progress: bool = False,
+          exclude: tuple[str, ...] = ()) -> DayDataset:
+    """Build the dataset of ``config`` from a market returned by :func:`prepare`.
+
+    ``exclude``: stock codes treated as if they were not in the universe for everything
+    learned from the training period (Table 2's held-out stocks): the normalisation
+    statistics, the train and valid samples and their CSRankNorm. The test split still
+    holds them.
+    """
     fp = market.fingerprint()
+    unknown = sorted(set(exclude) - set(market.codes))
+    if unknown:
+        raise DataError(f"cannot exclude {unknown[:5]}{' ...' if len(unknown) > 5 else ''}: "
+                        f"not stocks of universe {config.universe!r} in {market.source}")
+    kept = ~np.isin(market.codes, list(exclude))  # (S,)
     D = len(market.calendar) - HORIZON
     t0 = time.time()
     x, label = feature_panel(market, 0, D)  # (D, S, C), (D, S)
@@ -190,18 +203,19 @@ def build(market: Market, config: DataConfig, progress: bool = False) -> DayData
     bounds = {sp: market.date_range(*getattr(config, sp)) for sp in SPLITS}
     tr = np.zeros(D, dtype=bool)
     tr[slice(*bounds["train"])] = True
-    med, scale = robust_zscore_fit(x[rows & tr[:, None]])
+    med, scale = robust_zscore_fit(x[rows & tr[:, None] & kept])
     robust_zscore_apply(x, med, scale)
     eligible = rows & window_traded(market, config.T)[:D]
-    labelled = rows & np.isfinite(label)
     splits = {}
     for sp in SPLITS:
         a, b = bounds[sp]
         a = max(a, config.T - 1)
-        keep = eligible[a:b] & labelled[a:b] if sp != "test" else eligible[a:b]
+        learn = sp != "test"  # the excluded stocks leave train and valid, not test
+        labelled = rows & np.isfinite(label) & (kept if learn else True)
+        keep = eligible[a:b] & labelled[a:b] if learn else eligible[a:b]
         d, s = np.nonzero(keep)
         target = np.full(len(d), np.nan, dtype=np.float32)
-        if sp != "test":  # CSRankNorm over all the universe's labelled rows of the day
+        if learn:  # CSRankNorm over all the universe's labelled rows of the day
             ld, ls = np.nonzero(labelled[a:b])
             ranked = np.full((b - a, len(market.codes)), np.nan, dtype=np.float32)
             ranked[ld, ls] = cs_rank_norm(label[a:b][ld, ls], ld)
@@ -213,7 +227,8 @@ def build(market: Market, config: DataConfig, progress: bool = False) -> DayData
         if len(days) == 0:
             raise DataError(f"split {sp} {getattr(config, sp)} has no samples in {market.source}")
     return DayDataset(config=config, x=x, calendar=market.calendar[:D], codes=market.codes,
-                      splits=splits, fingerprint=fp, norm={"median": med, "scale": scale})
+                      splits=splits, fingerprint=fp, norm={"median": med, "scale": scale},
+                      excluded=tuple(sorted(exclude)))
 
 
 # ----------------------------------------------------------------------------- cache
@@ -222,9 +237,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("REPLICATION_CACHE", "cache")).expanduser()
 
 
-def _key(fingerprint: str, config: DataConfig) -> str:
-    blob = json.dumps({"fp": fingerprint, "config": asdict(config), "v": DATASET_VERSION},
-                      sort_keys=True)
+def _key(fingerprint: str, config: DataConfig, exclude: tuple[str, ...] = ()) -> str:
+    key = {"fp": fingerprint, "config": asdict(config), "v": DATASET_VERSION}
+    if exclude:  # absent otherwise: the caches of datasets without exclusions stay valid
+        key["exclude"] = sorted(exclude)
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
@@ -238,7 +255,7 @@ def save(ds: DayDataset, folder: Path) -> None:
     for sp, s in ds.splits.items():
         arrays.update({f"{sp}_{f.name}": getattr(s, f.name) for f in fields(Split)})
     np.savez(tmp / "index.npz", **arrays)
-    meta = {"config": asdict(ds.config), "fingerprint": ds.fingerprint,
+    meta = {"config": asdict(ds.config), "fingerprint": ds.fingerprint, "excluded": list(ds.excluded),
             "version": DATASET_VERSION, "features": list(FEATURES), "label": LABEL}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     if folder.exists():
@@ -255,21 +272,23 @@ def load(folder: Path, mmap: bool = False) -> DayDataset:
         x=np.load(folder / "x.npy", mmap_mode="r" if mmap else None),
         calendar=z["calendar"].astype("datetime64[D]"), codes=z["codes"], splits=splits,
         fingerprint=meta["fingerprint"],
-        norm={"median": z["norm_median"], "scale": z["norm_scale"]})
+        norm={"median": z["norm_median"], "scale": z["norm_scale"]},
+        excluded=tuple(meta.get("excluded", ())))
 
 
 def dataset(config: DataConfig | None = None, provider=None, progress: bool = True,
-            market: Market | None = None) -> DayDataset:
+            market: Market | None = None, exclude=()) -> DayDataset:
     """The dataset of ``config`` (default: the paper's), from the cache when built before.
 
     ``provider`` is a Qlib provider directory or a pack file (default ``$QLIB_DATA`` or
-    ``~/.qlib/qlib_data/cn_data``).
+    ``~/.qlib/qlib_data/cn_data``). ``exclude``: stock codes left out of training
+    (see :func:`build`); each exclusion list is its own cached dataset.
     """
-    config = config or DataConfig()
+    config, exclude = config or DataConfig(), tuple(sorted(exclude))
     market = prepare(market or load_market(provider), config)
-    folder = cache_root() / "datasets" / _key(market.fingerprint(), config)
+    folder = cache_root() / "datasets" / _key(market.fingerprint(), config, exclude)
     if (folder / "meta.json").is_file():
         return load(folder)
-    ds = build(market, config, progress=progress)
+    ds = build(market, config, progress=progress, exclude=exclude)
     save(ds, folder)
     return ds
