@@ -34,6 +34,8 @@ train = True  # False: build the table from the result files present, train noth
 out = "paper_tables"
 
 # %%
+import json
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
@@ -108,11 +110,24 @@ fig.savefig(out / "table1_cumulative_rank_ic.png", dpi=120)
 
 # %% [markdown]
 # Posterior collapse check: each factor's KL(posterior ‖ prior) averaged over the
-# validation days, largest first, for every FactorVAE run that recorded it. A factor
-# whose KL stays near 0 carries nothing the prior does not already know.
+# validation days, largest first, for every FactorVAE run of the table that recorded it,
+# and for the runs that differ from one of them only in γ (the γ search in
+# `selection/`, the γ = 1 runs in `superseded/`). A factor whose KL stays near 0 carries
+# nothing the prior does not already know.
 
 # %%
-kl_runs = [r for r in results if r.get("valid_factor_kl")]
+def but_gamma(r):
+    c = r["config"]
+    return json.dumps([c["model"], c["seed"], c["data"], c["train"],
+                       {k: v for k, v in c["model_config"].items() if k != "gamma"}], sort_keys=True)
+
+
+table_runs = {but_gamma(r): r["config"]["model_config"]["gamma"] for r in results}
+gamma_files = sorted([*(out / "selection").glob("*.json"), *(out / "superseded" / "runs").glob("*.json")])
+gamma_search = [r for r in (json.loads(p.read_text()) for p in gamma_files)
+                if table_runs.get(but_gamma(r), r["config"]["model_config"]["gamma"])
+                != r["config"]["model_config"]["gamma"]]
+kl_runs = [r for r in results + gamma_search if r.get("valid_factor_kl")]
 if kl_runs:
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for r in kl_runs:

@@ -187,9 +187,11 @@ def test_run_ids_of_committed_configs_do_not_drift():
     """Result files are found by run id (a hash of the config): adding models or
     options must not change the ids of the table's FactorVAE runs."""
     data = DataConfig(universe="csi300")
-    assert R.run_id(R.run_config("factorvae", 0, data)) == "factorvae-csi300-seed0-c3382364"
+    assert R.run_id(R.run_config("factorvae", 0, data)) == "factorvae-csi300-seed0-989b3e8e"
+    assert R.run_id(R.run_config("factorvae", 0, data, {"gamma": 1.0})) \
+        == "factorvae-csi300-seed0-c3382364"  # gamma = 1, before gamma was chosen
     assert R.run_id(R.run_config("factorvae-prior", 0, data)) == "factorvae-prior-csi300-seed0-a307adbc"
-    assert R.run_id(R.run_config("factorvae", 0, data, {"recon": "sample"}, {"lr": 1e-3})) \
+    assert R.run_id(R.run_config("factorvae", 0, data, {"recon": "sample", "gamma": 1.0}, {"lr": 1e-3})) \
         == "factorvae-csi300-seed0-60fa0ca7"  # a selection run of paper_tables/selection
 
 
