@@ -111,18 +111,19 @@ fig.savefig(out / "table1_cumulative_rank_ic.png", dpi=120)
 # %% [markdown]
 # Posterior collapse check: each factor's KL(posterior ‖ prior) averaged over the
 # validation days, largest first, for every FactorVAE run of the table that recorded it,
-# and for the runs that differ from one of them only in γ (the γ search in
+# and for the runs that differ from them only in γ and the seed (the γ search in
 # `selection/`, the γ = 1 runs in `superseded/`). A factor whose KL stays near 0 carries
 # nothing the prior does not already know.
 
 # %%
 def but_gamma(r):
     c = r["config"]
-    return json.dumps([c["model"], c["seed"], c["data"], c["train"],
+    return json.dumps([c["model"], c["data"], {k: v for k, v in c["train"].items() if k != "seed"},
                        {k: v for k, v in c["model_config"].items() if k != "gamma"}], sort_keys=True)
 
 
-table_runs = {but_gamma(r): r["config"]["model_config"]["gamma"] for r in results}
+table_runs = {but_gamma(r): r["config"]["model_config"]["gamma"] for r in results
+              if "gamma" in r["config"]["model_config"]}
 gamma_files = sorted([*(out / "selection").glob("*.json"), *(out / "superseded" / "runs").glob("*.json")])
 gamma_search = [r for r in (json.loads(p.read_text()) for p in gamma_files)
                 if table_runs.get(but_gamma(r), r["config"]["model_config"]["gamma"])
@@ -135,7 +136,7 @@ if kl_runs:
         gamma = r["config"]["model_config"]["gamma"]
         ax.plot(range(1, len(kl) + 1), kl, marker=".",
                 label=f"{r['config']['model']} seed {r['config']['seed']} (γ = {gamma:g}, sum {sum(kl):.3f})")
-    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_yscale("log")
     ax.set_xlabel("factor (sorted by KL)")
     ax.set_ylabel("validation KL (nats)")
     ax.legend(fontsize=7)
