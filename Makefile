@@ -19,9 +19,11 @@ NB_RUN = $(VENV)/bin/jupytext --to ipynb notebooks/$(1).py -o cache/$(1).ipynb -
 	$(VENV)/bin/papermill --cwd . cache/$(1).ipynb $(2) $(3)
 
 HELDOUT ?= 50 100 200
+SLOT ?= 540
+GPU_LANES ?= 4
 SMOKE_HELDOUT = -y "heldout: [10, 40]"
 
-.PHONY: help setup test data pack smoke table1 table2 table3 campaign bench clean
+.PHONY: help setup test data pack smoke table1 table2 table3 campaign bench gpu-bundle gpu-slot clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -73,6 +75,19 @@ campaign: setup ## every missing Table 1 and Table 2 run on LANES worker process
 
 bench: setup ## training throughput and the campaign projection (BENCH_MODELS, UNIVERSE, DEVICE) -> paper_tables/bench/
 	$(PY) -m replication.bench --models $(BENCH_MODELS) --universe $(UNIVERSE) --device $(DEVICE)
+
+gpu-bundle: pack ## what a GPU host without network needs, under cache/ (carry cache/cn_data.pack and cache/wheels)
+	$(VENV)/bin/pip download -q --no-deps -d cache/wheels tqdm
+
+gpu-slot: ## on a GPU host (system python, no venv): SLOT seconds of the universe-all campaign, the result files packed into OUT/runs.tgz
+	$(PYTHON) -c "import tqdm" 2>/dev/null || $(PYTHON) -m pip install -q --no-index cache/wheels/*.whl
+	mkdir -p results/runs && cp -n paper_tables/runs/*.json results/runs/
+	-PYTHONPATH=. timeout $(SLOT) sh -c '$(PYTHON) -m replication.campaign --universe all --device $(DEVICE) \
+		--lanes $(GPU_LANES) --provider $(PACK) --out results/runs && \
+		$(PYTHON) -m replication.campaign --universe all --device $(DEVICE) --lanes $(GPU_LANES) \
+		--provider $(PACK) --out results/runs --models gru alstm gat trans sfm linear ca factorvae-port factorvae \
+		--heldout $(HELDOUT)'
+	tar czf $${OUT:-cache}/runs.tgz -C results runs
 
 clean: ## remove cached datasets, the synthetic market and smoke outputs (keeps .venv and results)
 	rm -rf cache/datasets cache/synthetic cache/smoke
