@@ -140,15 +140,42 @@ def bench(models, data_cfg: DataConfig = DataConfig(universe="csi300"), device: 
               "data_fingerprint": ds.fingerprint, "date": time.strftime("%Y-%m-%d %H:%M")}
     stem = Path(out) / f"{dev.type}-{universe}"
     write_atomic(stem.with_suffix(".json"), (json.dumps(result, indent=1) + "\n").encode())
-    write_atomic(stem.with_suffix(".md"), report(result).encode())
+    write_report(out, dev.type, universe)
     return result
 
 
-def report(r: dict) -> str:
+def write_report(out, kind: str, universe: str) -> str:
+    """Write ``<out>/<kind>-<universe>.md`` from its JSON and, when present, Qlib's GRU
+    timing ``<out>/qlib-gru-<kind>-<universe>.json`` (``tests/bench_qlib_gru.py``)."""
+    stem = Path(out) / f"{kind}-{universe}"
+    path = stem.with_suffix(".json")
+    if not path.is_file():
+        raise DataError(f"no benchmark {path}: run python -m replication.bench --universe {universe}")
+    qlib = Path(out) / f"qlib-gru-{kind}-{universe}.json"
+    text = report(json.loads(path.read_text()), json.loads(qlib.read_text()) if qlib.is_file() else None)
+    write_atomic(stem.with_suffix(".md"), text.encode())
+    return text
+
+
+def report(r: dict, qlib: dict | None = None) -> str:
+    """The benchmark as markdown; ``qlib``: Qlib's own GRU epoch on the same data, beside ours."""
     import pandas as pd
 
     df = pd.DataFrame(r["rows"]).assign(model=lambda d: d["model"].map(lambda m: DISPLAY.get(m, m)))
     p = r["projection"]
+    peer = []
+    if qlib is not None:
+        q, ours = qlib["seconds"], {row["model"]: row for row in r["rows"]}.get("gru")
+        peer = ["", f"Qlib's own GRU (`tests/bench_qlib_gru.py`: pyqlib {qlib['pyqlib']}, its "
+                f"`pytorch_gru_ts` on `TSDatasetH`, the same data, split, features, processors and "
+                f"hyper-parameters, {qlib['device']}, {qlib['dataloader_workers']} loader workers, load "
+                f"average {qlib['load_average_at_start']} at its start, {qlib['date']}): one epoch takes "
+                f"{q['epoch']:.0f} s — {q['train_epoch']:.0f} s for {qlib['train_batches']} training "
+                f"batches of {qlib['batch_size']} samples ({qlib['train_samples']} in all; Qlib's "
+                f"sampler alone, with no model, takes {q['train_loader_alone']:.0f} s of a pass) and "
+                f"{q['valid_epoch']:.0f} s of validation — plus {q['handler_and_dataset']:.0f} s "
+                f"to build its dataset"
+                + (f"; our GRU's epoch above: {ours['epoch_seconds']:.0f} s." if ours else ".")]
     return "\n".join([
         f"# Training throughput — {r['device']}, universe {r['universe']}", "",
         f"{r['stocks_per_day_median']} stocks a day (median), {r['train_days']} training and "
@@ -159,7 +186,7 @@ def report(r: dict) -> str:
         markdown(df),
         f"Projected, one run at a time, for the models above: Table 1 "
         f"{p['table1_seconds'] / 3600:.1f} h, Table 2 {p['table2_seconds'] / 3600:.1f} h, "
-        f"total {p['total_seconds'] / 3600:.1f} h.", ""])
+        f"total {p['total_seconds'] / 3600:.1f} h.", *peer, ""])
 
 
 def main(argv=None) -> int:
@@ -173,8 +200,13 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3, help="timed blocks (the median is kept)")
     p.add_argument("--out", default=str(ROOT / "paper_tables" / "bench"))
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the markdown from the saved JSON (and Qlib's GRU timing), measure nothing")
     a = p.parse_args(argv)
     try:
+        if a.report_only:
+            print(write_report(a.out, resolve_device(a.device).type, a.universe))
+            return 0
         r = bench(a.models, DataConfig(universe=a.universe), a.device, a.provider, a.steps,
                   a.warmup, a.repeats, a.out)
     except DataError as exc:

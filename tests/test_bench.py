@@ -41,3 +41,24 @@ def test_projection_counts_the_runs_of_tables_1_and_2():
     # Table 2: FactorVAE and GRU, plus FactorVAE-port at FactorVAE's time; no -prior
     assert p["table2_seconds"] == 3 * 5 * (100 + 10 + 100)
     assert p["total_seconds"] == p["table1_seconds"] + p["table2_seconds"]
+
+
+def test_report_puts_qlibs_gru_epoch_beside_ours(tmp_path):
+    rows = [{"model": "gru", "step_ms": 40.0, "valid_day_ms": 10.0, "epoch_seconds": 95.0,
+             "epochs_per_run": 40, "epochs_source": "x", "run_seconds": 3800.0}]
+    r = {"device": "CPU (1 threads)", "universe": "csi300", "stocks_per_day_median": 237,
+         "train_days": 1925, "valid_days": 243, "repeats": 3, "steps": 30, "git_commit": "abc",
+         "torch": "2", "date": "d", "cpu_count": 2, "load_average_at_start": 0.1,
+         "rows": rows, "projection": B.project(rows)}
+    qlib = {"pyqlib": "0.9.7", "device": "CPU (1 threads)", "dataloader_workers": 0,
+            "load_average_at_start": 2.3, "date": "d", "train_batches": 637, "batch_size": 800,
+            "train_samples": 510323, "seconds": {"epoch": 204.2, "train_epoch": 191.9, "valid_epoch": 12.3,
+                                                 "train_loader_alone": 68.1, "handler_and_dataset": 52.6}}
+    with pytest.raises(B.DataError, match="no benchmark .*cpu-csi300.json"):
+        B.write_report(tmp_path, "cpu", "csi300")
+    (tmp_path / "cpu-csi300.json").write_text(json.dumps(r))
+    assert "Qlib's own GRU" not in B.write_report(tmp_path, "cpu", "csi300")
+    (tmp_path / "qlib-gru-cpu-csi300.json").write_text(json.dumps(qlib))
+    text = B.write_report(tmp_path, "cpu", "csi300")
+    assert "one epoch takes 204 s" in text and "our GRU's epoch above: 95 s" in text
+    assert (tmp_path / "cpu-csi300.md").read_text() == text
