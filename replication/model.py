@@ -43,7 +43,7 @@ class ModelConfig(Overridable):
     H: int = 64  # hidden size; paper silent (Qlib's benchmark models use 64)
     K: int = 32  # number of factors; paper silent
     M: int = 64  # number of portfolios; paper silent
-    gamma: float = 1.0  # KL weight of eq. (17); paper silent
+    gamma: float = 1.0  # KL weight of eq. (17); paper silent; runs use 0.1, chosen on validation (run.KL_DEFAULTS)
     leaky_slope: float = 0.1  # zeta of LeakyReLU; paper silent
     recon: str = "analytic"  # eq. (17) reconstruction: "analytic" (eq. 12) or "sample"; chosen on validation
     variant: str = "factorvae"  # or "factorvae-prior" / "factorvae-port" (Tables 1 and 2)
