@@ -71,7 +71,7 @@ table3: setup ## Table 3 + Figure 6: backtest every Table 1 run (TRAIN=False: on
 campaign: setup ## every missing Table 1 and Table 2 run on LANES worker processes (UNIVERSE, EPOCHS, DEVICE, HELDOUT); rerun to resume
 	$(PY) -m replication.campaign --universe $(UNIVERSE) --epochs $(EPOCHS) --device $(DEVICE) --lanes $(LANES)
 	$(PY) -m replication.campaign --universe $(UNIVERSE) --epochs $(EPOCHS) --device $(DEVICE) --lanes $(LANES) \
-		--models gru alstm gat trans sfm linear ca factorvae-port factorvae --heldout $(HELDOUT)
+		--heldout $(HELDOUT)
 
 bench: setup ## training throughput and the campaign projection (BENCH_MODELS, UNIVERSE, DEVICE) -> paper_tables/bench/
 	$(PY) -m replication.bench --models $(BENCH_MODELS) --universe $(UNIVERSE) --device $(DEVICE)
@@ -85,8 +85,7 @@ gpu-slot: ## on a GPU host (system python, no venv): SLOT seconds of the univers
 	-PYTHONPATH=. timeout $(SLOT) sh -c '$(PYTHON) -m replication.campaign --universe all --device $(DEVICE) \
 		--lanes $(GPU_LANES) --provider $(PACK) --out results/runs && \
 		$(PYTHON) -m replication.campaign --universe all --device $(DEVICE) --lanes $(GPU_LANES) \
-		--provider $(PACK) --out results/runs --models gru alstm gat trans sfm linear ca factorvae-port factorvae \
-		--heldout $(HELDOUT)'
+		--provider $(PACK) --out results/runs --heldout $(HELDOUT)'
 	tar czf $${OUT:-cache}/runs.tgz -C results runs
 
 clean: ## remove cached datasets, the synthetic market and smoke outputs (keeps .venv and results)

@@ -150,7 +150,8 @@ def campaign(models=TABLE1, seeds=range(5), options=OPTIONS, data: DataConfig = 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m replication.campaign", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(TABLE1), choices=list(run.MODELS))
+    p.add_argument("--models", nargs="+", choices=list(run.MODELS),
+                   help="default: Table 1's models, or Table 2's when --heldout has an m > 0")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--universe", default="all", choices=("all", "csi300"))
     p.add_argument("--epochs", type=int, help="max epochs (default: TrainConfig's)")
@@ -165,7 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list the missing runs, train nothing")
     a = p.parse_args(argv)
     train_cfg = {"max_epochs": a.epochs} if a.epochs else {}
-    ids = campaign(a.models, a.seeds, OPTIONS, DataConfig(universe=a.universe), train_cfg, a.provider,
+    models = a.models or list(TABLE2 if any(a.heldout) else TABLE1)
+    ids = campaign(models, a.seeds, OPTIONS, DataConfig(universe=a.universe), train_cfg, a.provider,
                    a.device, a.lanes, a.threads, a.out, a.results, a.dry_run, a.heldout)
     print("\n".join(ids) if a.dry_run else f"trained {len(ids)} runs")
     return 0

@@ -26,6 +26,17 @@ def test_plan_of_table2_takes_the_settings_chosen_for_table1():
         ("ca", 0, V1, 50), ("ca", 0, V1, 100), ("ca", 1, V1, 50), ("ca", 1, V1, 100)]
 
 
+def test_cli_defaults_to_the_models_of_the_table_its_heldout_names(tmp_path, capsys):
+    def listed(*args):
+        assert C.main(["--dry-run", "--seeds", "0", "--out", str(tmp_path), *args]) == 0
+        ids = [line for line in capsys.readouterr().out.splitlines() if "-seed0-" in line]
+        return {i.split("-all")[0] for i in ids}
+
+    assert listed() == set(C.TABLE1)
+    assert listed("--heldout", "50") == set(C.TABLE2)  # FactorVAE-port instead of -prior
+    assert listed("--heldout", "50", "--models", "gru") == {"gru"}
+
+
 def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("REPLICATION_CACHE", str(tmp_path / "cache"))  # inherited by the workers
     kw = dict(models=["linear", "ca"], seeds=[0, 1], options={"ca": (V0, V1)},
