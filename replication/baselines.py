@@ -202,6 +202,9 @@ class Transformer(ScoreModel):
     v = 2 post-norm encoder layers (2 heads, ReLU feed-forward 2048), no mask
     score = Linear(d_model -> 1)(v_T)
 
+    Only v_T is read, so the last layer runs at position T alone (:func:`_last_position`,
+    equal to Qlib's full computation up to rounding, tested): half the arithmetic.
+
     The encoder attends over the T days of the window in both directions (no causal
     mask, as Qlib): every day in it is at or before the prediction day s. As in Qlib,
     ``nn.TransformerEncoder`` clones one layer, so both layers start from equal weights.
@@ -224,8 +227,29 @@ class Transformer(ScoreModel):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         u = self.pos_encoder(self.feature_layer(x))  # (N, T, C) -> (N, T, d_model)
-        v = self.encoder(u)  # (N, T, d_model)
-        return self.decoder_layer(v[:, -1])[:, 0]  # (N,)
+        *first, last = self.encoder.layers
+        for layer in first:
+            u = layer(u)  # (N, T, d_model)
+        return self.decoder_layer(_last_position(last, u))[:, 0]  # (N,)
+
+
+def _last_position(layer: nn.TransformerEncoderLayer, u: torch.Tensor) -> torch.Tensor:
+    """``layer(u)[:, -1]`` for a post-norm encoder layer without masks, computed for the
+    last position only: (N, T, D) -> (N, D).
+
+    The score reads only v_T, so the last layer needs its keys and values at every
+    position but its query, residual, norms and feed-forward (2048 wide, most of the
+    model's arithmetic) at position T alone; this skips T - 1 of T feed-forward rows in
+    that layer and gives the same numbers as ``layer(u)[:, -1]`` up to float rounding
+    (tested), with the same parameters and dropout modules.
+    """
+    if layer.norm_first:
+        raise ValueError("_last_position implements the post-norm layer (norm_first=False)")
+    q = u[:, -1:]  # (N, 1, D)
+    a = layer.self_attn(q, u, u, need_weights=False)[0]  # (N, 1, D)
+    x = layer.norm1(q + layer.dropout1(a))
+    x = layer.norm2(x + layer._ff_block(x))
+    return x[:, 0]
 
 
 # --------------------------------------------------------------------------- SFM

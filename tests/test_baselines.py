@@ -222,6 +222,37 @@ def test_sfm_check_tells_wrong_recurrences_apart(sfm_case, wrong):
     assert not np.allclose(got, variant, rtol=1e-6, atol=1e-8)
 
 
+# ------------------------------------------- Transformer: last position only
+def full_encoder_score(m: B.Transformer, x: torch.Tensor) -> torch.Tensor:
+    """Qlib's computation: every layer at every position, then v_T."""
+    return m.decoder_layer(m.encoder(m.pos_encoder(m.feature_layer(x)))[:, -1])[:, 0]
+
+
+@pytest.mark.parametrize("layers", (1, 2, 3))
+@pytest.mark.parametrize("dropout", (0.0, 0.3))
+def test_transformer_last_position_equals_the_full_encoder(layers, dropout):
+    """The final layer computed for position T alone gives Qlib's score and gradients,
+    in training mode too (with dropout only in evaluation mode: the shortcut draws
+    fewer dropout masks, so the draws differ)."""
+    model = make("trans", d_model=16, d_ff=64, layers=layers, dropout=dropout).double()
+    x = inputs(9, t=6, c=20).double()
+    assert model.encoder.norm is None  # as Qlib: no norm after the stack
+    for mode in (False, True) if dropout == 0 else (False,):
+        model.train(mode)
+        outs, grads = [], []
+        for f in (model, lambda x: full_encoder_score(model, x)):
+            model.zero_grad()
+            y = f(x)
+            y.square().sum().backward()
+            outs.append(y.detach())
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-11)
+    model.eval()  # a wrong shortcut (first position's output) is told apart
+    wrong = model.decoder_layer(model.encoder(model.pos_encoder(model.feature_layer(x)))[:, 0])[:, 0]
+    assert not torch.allclose(model(x), wrong, rtol=1e-6, atol=1e-8)
+
+
 # ------------------------------------------------------------ GAT against numpy
 def np_gat_head(h: np.ndarray, m: B.GAT, qlib_order: bool = True) -> np.ndarray:
     """GATModel after its RNN, with Qlib's explicit pair tensor: row (i, j) of
