@@ -64,7 +64,8 @@ def _paper_order(df: pd.DataFrame, order) -> pd.DataFrame:
 
 
 def table1(results: list[dict]) -> pd.DataFrame:
-    """Rows = models in the paper's order; ours as mean(std) over seeds beside the paper's."""
+    """Rows = models in the paper's order; ours as mean(std) over seeds beside the paper's.
+    Every row of the paper's table appears: one without runs says "none yet"."""
     by_model: dict[str, list[dict]] = {}
     for r in results:
         by_model.setdefault(r["config"]["model"], []).append(r)
@@ -82,6 +83,13 @@ def table1(results: list[dict]) -> pd.DataFrame:
             "epochs (best)": ", ".join(f"{r['epochs_trained']}({r['best_epoch']})" for r in rs),
             "minutes/run": f"{np.mean([r['wall_seconds'] for r in rs]) / 60:.1f}",
         })
+    run = {DISPLAY.get(m, m) for m in by_model}
+    for name, paper in PAPER_TABLE1.items():  # the paper's rows we have no run of yet
+        if name not in run:
+            rows.append({"Method": name, "seeds": "none yet", "Rank IC": "", "Rank ICIR": "",
+                         "paper Rank IC": f"{paper[0]:.3f}({paper[1]:.3f})",
+                         "paper Rank ICIR": f"{paper[2]:.3f}({paper[3]:.3f})",
+                         "lr": "", "epochs (best)": "", "minutes/run": ""})
     return _paper_order(pd.DataFrame(rows), PAPER_TABLE1)
 
 

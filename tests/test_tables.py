@@ -15,9 +15,14 @@ def test_table1_mean_std_over_seeds_beside_the_paper(tmp_path):
     rs = [_result("factorvae", 0, 0.05, 0.5), _result("factorvae", 1, 0.07, 0.7),
           _result("factorvae-prior", 0, 0.04, 0.4)]
     df = tables.table1(rs)
-    assert list(df["Method"]) == ["FactorVAE-prior", "FactorVAE"]  # the paper's order
+    paper_rows = ["GRU", "ALSTM", "GAT", "Trans", "SFM", "Linear", "CA"]
+    assert list(df["Method"]) == paper_rows + ["FactorVAE-prior", "FactorVAE"]  # the paper's order
+    gru = df.set_index("Method").loc["GRU"]  # a row not run yet: the paper's values only
+    assert gru["seeds"] == "none yet" and gru["Rank IC"] == "" and gru["paper Rank IC"] == "0.032(0.002)"
     more = tables.table1(rs + [_result("ca", 0, 0.03, 0.3), _result("gru", 0, 0.02, 0.2)])
-    assert list(more["Method"]) == ["GRU", "CA (CA1)", "FactorVAE-prior", "FactorVAE"]
+    assert list(more["Method"]) == ["GRU", "ALSTM", "GAT", "Trans", "SFM", "Linear", "CA (CA1)",
+                                    "FactorVAE-prior", "FactorVAE"]
+    assert (more["seeds"] == "none yet").sum() == 5
     assert more.set_index("Method").loc["CA (CA1)", "paper Rank IC"] == "0.039(0.002)"
     assert more.set_index("Method").loc["GRU", "Rank IC"] == "0.020(one seed)"  # no std of one
     fv = df.set_index("Method").loc["FactorVAE"]
