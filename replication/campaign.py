@@ -140,8 +140,9 @@ def campaign(models=TABLE1, seeds=range(5), options=OPTIONS, data: DataConfig = 
         done += [run.run_id(c) for c in missing]
         if dry_run:
             return done
-        # epoch progress bars from several workers would garble one terminal: one line per run then
-        jobs = [(c, provider, device, Path(out), Path(results), lanes == 1) for c in missing]
+        # progress bars from several workers would garble one terminal: one line per epoch then
+        jobs = [(c, provider, device, Path(out), Path(results), True if lanes == 1 else "lines")
+                for c in missing]
         with mp.get_context("spawn").Pool(lanes, _start_worker, (provider, threads)) as pool:
             for line in pool.imap_unordered(_train, jobs):  # a worker takes the next run when free
                 print(time.strftime("%H:%M:%S"), line, flush=True)

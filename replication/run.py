@@ -162,10 +162,12 @@ def predictions(config: dict, split: str = "test", results: Path = ROOT / "resul
 
 
 def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT / "paper_tables" / "runs",
-            results: Path = ROOT / "results", progress: bool = True, market=None,
+            results: Path = ROOT / "results", progress: bool | str = True, market=None,
             retrain: bool = False) -> dict:
     """Run ``config`` unless its result file already holds it (``retrain``: run it
-    anyway, e.g. to remake predictions deleted or made elsewhere); return the result."""
+    anyway, e.g. to remake predictions deleted or made elsewhere); return the result.
+    ``progress``: True, progress bars; False, silence; "lines", one printed line per
+    epoch that names the run (for several runs writing to one terminal or log)."""
     out, results, rid = Path(out), Path(results), run_id(config)
     path = out / f"{rid}.json"
     done = finished(path, config)
@@ -176,12 +178,13 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     dev = resolve_device(device)
     market = market or load_market(provider)
     data_cfg = DataConfig.make(**config["data"])
-    ds, heldout = run_dataset(config, market, progress)
+    ds, heldout = run_dataset(config, market, progress is True)
     torch.manual_seed(config["seed"])
     model = build_model(config)
     data = DeviceData(ds, dev)
     checkpoint = results / "checkpoints" / f"{rid}.pt"  # a cut-off run resumes from here
-    history = fit(model, ds, TrainConfig.make(**config["train"]), dev, progress, data,
+    history = fit(model, ds, TrainConfig.make(**config["train"]), dev,
+                  rid if progress == "lines" else bool(progress), data,
                   checkpoint=checkpoint, segment={"git_commit": commit, "started": time.time()})
     segments = history["segments"]
     test, valid = ds.splits["test"], ds.splits["valid"]

@@ -178,10 +178,12 @@ def train_step(model, opt, data: DeviceData, k: int, generator, grad_clip: float
 
 
 def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
-        progress: bool = True, data: DeviceData | None = None, checkpoint=None,
+        progress: bool | str = True, data: DeviceData | None = None, checkpoint=None,
         segment: dict | None = None, static: bool = False) -> dict:
     """Train ``model`` in place (best validation epoch restored); return the history.
 
+    ``progress``: True, a progress bar; a string, no bar but one printed line per epoch
+    that starts with it (several runs sharing one terminal or log); False, silence.
     ``checkpoint``: a file path; training resumes from it when it holds this run's
     state (same config and data fingerprint) and rewrites it after every epoch.
     ``segment``: what to record about this (possibly resumed) stretch of training, e.g.
@@ -212,7 +214,7 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
         best_state, start, segments = state["best_state"], len(history), state["segments"]
         _set_rng_states(state["rng"], rng, gen, device)
     segments = segments + [{"from_epoch": start, **(segment or {})}]
-    epochs = tqdm(range(start, cfg.max_epochs), desc="epochs", disable=not progress,
+    epochs = tqdm(range(start, cfg.max_epochs), desc="epochs", disable=progress is not True,
                   initial=start, total=cfg.max_epochs)
     for epoch in epochs:
         if history and epoch - best_epoch > cfg.patience:  # early stopping (also ends a
@@ -245,6 +247,10 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
             write_atomic(checkpoint, buf.getvalue())
         epochs.set_postfix(loss=f"{train_loss:.4f}", valid_ic=f"{ic['rank_ic']:.4f}",
                            best=f"{best:.4f}@{best_epoch}")
+        if isinstance(progress, str):
+            print(f"{time.strftime('%H:%M:%S')} {progress} epoch {epoch + 1}/{cfg.max_epochs}: "
+                  f"loss {train_loss:.4f}, valid Rank IC {ic['rank_ic']:.4f} (best {best:.4f} at "
+                  f"epoch {best_epoch + 1}), {history[-1]['seconds']:.0f} s", flush=True)
     model.load_state_dict(best_state)
     return {"history": history, "best_epoch": best_epoch, "epochs_trained": len(history),
             "valid_rank_ic": best, "segments": segments}

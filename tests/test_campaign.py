@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import replication.campaign as C
 from replication.data.dataset import DataConfig
@@ -37,7 +38,8 @@ def test_cli_defaults_to_the_models_of_the_table_its_heldout_names(tmp_path, cap
     assert listed("--heldout", "50", "--models", "gru") == {"gru"}
 
 
-def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir, tmp_path, monkeypatch):
+def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir, tmp_path, monkeypatch,
+                                                                   capfd):
     monkeypatch.setenv("REPLICATION_CACHE", str(tmp_path / "cache"))  # inherited by the workers
     kw = dict(models=["linear", "ca"], seeds=[0, 1], options={"ca": (V0, V1)},
               data=DataConfig.make(universe="csi300", **split()),
@@ -46,6 +48,10 @@ def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir
     assert len(C.campaign(**kw, dry_run=True)) == 4  # linear x 2 seeds + 2 selection runs
     trained = C.campaign(**kw)
     assert len(trained) == 5  # ... then CA seed 1 with the chosen depth
+    printed, err = capfd.readouterr()
+    for rid in trained:  # the workers print a line per epoch naming the run, and no bars
+        assert re.search(rf"^\d\d:\d\d:\d\d {rid} epoch 1/1: loss \d\.\d{{4}}, valid Rank IC", printed, re.M)
+    assert "epochs:" not in printed + err  # tqdm's bar
     results = [json.loads((tmp_path / "runs" / f"{rid}.json").read_text()) for rid in trained]
     selection = {r["config"]["model_config"]["variant"]: r["valid"]["rank_ic"]
                  for r in results if r["config"]["model"] == "ca" and r["config"]["seed"] == 0}
