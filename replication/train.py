@@ -248,9 +248,10 @@ def fit(model, ds: DayDataset, cfg: TrainConfig, device: torch.device,
         epochs.set_postfix(loss=f"{train_loss:.4f}", valid_ic=f"{ic['rank_ic']:.4f}",
                            best=f"{best:.4f}@{best_epoch}")
         if isinstance(progress, str):
-            print(f"{time.strftime('%H:%M:%S')} {progress} epoch {epoch + 1}/{cfg.max_epochs}: "
+            # epochs counted from 0, as `epoch` and `best_epoch` in the result files
+            print(f"{time.strftime('%H:%M:%S')} {progress} epoch {epoch} (of {cfg.max_epochs} at most): "
                   f"loss {train_loss:.4f}, valid Rank IC {ic['rank_ic']:.4f} (best {best:.4f} at "
-                  f"epoch {best_epoch + 1}), {history[-1]['seconds']:.0f} s", flush=True)
+                  f"epoch {best_epoch}), {history[-1]['seconds']:.0f} s", flush=True)
     model.load_state_dict(best_state)
     return {"history": history, "best_epoch": best_epoch, "epochs_trained": len(history),
             "valid_rank_ic": best, "segments": segments}

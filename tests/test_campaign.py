@@ -50,7 +50,7 @@ def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir
     assert len(trained) == 5  # ... then CA seed 1 with the chosen depth
     printed, err = capfd.readouterr()
     for rid in trained:  # the workers print a line per epoch naming the run, and no bars
-        assert re.search(rf"^\d\d:\d\d:\d\d {rid} epoch 1/1: loss \d\.\d{{4}}, valid Rank IC", printed, re.M)
+        assert re.search(rf"^\d\d:\d\d:\d\d {rid} epoch 0 \(of 1 at most\): loss \d\.\d{{4}}, valid Rank IC", printed, re.M)
     assert "epochs:" not in printed + err  # tqdm's bar
     results = [json.loads((tmp_path / "runs" / f"{rid}.json").read_text()) for rid in trained]
     selection = {r["config"]["model_config"]["variant"]: r["valid"]["rank_ic"]
