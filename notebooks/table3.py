@@ -114,7 +114,7 @@ for c in cells:
     name = tables.DISPLAY.get(c["model"], c["model"]) + ("(TDrisk)" if c["strategy"] == "tdrisk" else "")
     daily.setdefault(name, []).append(d)
 fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(13, 4.5))
-for name in df["Method"]:
+for name in [n for n in df["Method"] if n in daily]:  # rows with backtests, in the table's order
     runs = daily[name]
     excess = pd.concat([d["return"] - d["bench"] - d["cost"] for d in runs], axis=1).mean(axis=1)
     absolute = pd.concat([d["return"] - d["cost"] for d in runs], axis=1).mean(axis=1)
