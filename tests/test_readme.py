@@ -1,0 +1,77 @@
+"""The README's result tables repeat the committed tables cell for cell: a figure in the
+README that no table (and so no run file) backs, or a stale one, fails here."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tables(text: str) -> list[list[dict]]:
+    """Every markdown table of ``text`` as a list of {header: cell} rows."""
+    out, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif block:
+            header, body = block[0], [r for r in block[1:] if not set("".join(r)) <= set("-: ")]
+            out.append([dict(zip(header, r)) for r in body])
+            block = []
+    return out
+
+
+def _norm(cell: str) -> str:
+    """'0.041 (0.001)' and '0.041(0.001)', '−1.36%' and '-1.36%', '–' and '' are the same."""
+    cell = cell.replace("−", "-").replace(" ", "")
+    return "" if cell in ("–", "-") else cell
+
+
+def _seeds(cell: str) -> str:
+    """'0–3' -> '0,1,2,3'; '0, 1' -> '0,1'."""
+    m = re.fullmatch(r"(\d+)\s*[–-]\s*(\d+)", cell.strip())
+    return ",".join(map(str, range(int(m[1]), int(m[2]) + 1))) if m else cell.replace(" ", "")
+
+
+def _method(name: str) -> str:
+    return name.split(" (γ")[0].strip()  # "FactorVAE (γ = 0.1)" is Table 1's "FactorVAE"
+
+
+# README column -> committed table's column
+COLUMNS = {
+    "table1": {"our Rank IC": "Rank IC", "our Rank ICIR": "Rank ICIR",
+               "paper Rank IC": "paper Rank IC", "paper Rank ICIR": "paper Rank ICIR"},
+    "table3": {"our AR": "AR", "our SR": "SR", "our MDD": "MDD",
+               "paper AR": "paper AR", "paper SR": "paper SR", "paper MDD": "paper MDD"},
+}
+
+
+def _readme_tables(which: str) -> list[list[dict]]:
+    key = next(iter(COLUMNS[which]))
+    return [t for t in _tables((ROOT / "README.md").read_text()) if t and key in t[0]]
+
+
+@pytest.mark.parametrize("which", ["table1", "table3"])
+def test_readme_results_equal_the_committed_tables(which):
+    committed = {r["Method"]: r for r in _tables((ROOT / "paper_tables" / f"{which}.md").read_text())[0]}
+    shown = _readme_tables(which)
+    assert shown, f"the README shows no {which} results"
+    for table in shown:
+        for row in table:
+            name = _method(row.get("model") or row["method"])
+            assert name in committed, f"README row {name!r} is not in paper_tables/{which}.md"
+            ours = committed[name]
+            # rows without a seeds column are the complete ones
+            assert _seeds(row.get("seeds", "0–4")) == ours["seeds"], name
+            for readme_col, col in COLUMNS[which].items():
+                assert _norm(row[readme_col]) == _norm(ours[col]), (name, readme_col)
+
+
+def test_the_check_tells_a_changed_figure_apart():
+    good = "| method | seeds | our AR |\n|---|---|---|\n| GRU | 0–3 | 7.63% (4.25%) |\n"
+    row = _tables(good)[0][0]
+    assert _norm(row["our AR"]) == _norm("7.63%(4.25%)") and _seeds(row["seeds"]) == "0,1,2,3"
+    assert _norm(row["our AR"].replace("7.63", "7.64")) != _norm("7.63%(4.25%)")
+    assert _seeds("0, 1") == "0,1" and _norm("−0.19 (0.16)") == "-0.19(0.16)" and _norm("–") == ""
