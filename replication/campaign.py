@@ -141,7 +141,7 @@ def campaign(models=TABLE1, seeds=range(5), options=OPTIONS, data: DataConfig = 
         if dry_run:
             return done
         # progress bars from several workers would garble one terminal: one line per epoch then
-        jobs = [(c, provider, device, Path(out), Path(results), True if lanes == 1 else "lines")
+        jobs = [(c, provider, device, Path(out), Path(results), lanes == 1 or run.run_id(c))
                 for c in missing]
         with mp.get_context("spawn").Pool(lanes, _start_worker, (provider, threads)) as pool:
             for line in pool.imap_unordered(_train, jobs):  # a worker takes the next run when free

@@ -166,8 +166,8 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
             retrain: bool = False) -> dict:
     """Run ``config`` unless its result file already holds it (``retrain``: run it
     anyway, e.g. to remake predictions deleted or made elsewhere); return the result.
-    ``progress``: True, progress bars; False, silence; "lines", one printed line per
-    epoch that names the run (for several runs writing to one terminal or log)."""
+    ``progress``: True, progress bars; False, silence; a string (e.g. the run id), one
+    printed line per epoch that starts with it, as :func:`replication.train.fit`."""
     out, results, rid = Path(out), Path(results), run_id(config)
     path = out / f"{rid}.json"
     done = finished(path, config)
@@ -183,8 +183,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     model = build_model(config)
     data = DeviceData(ds, dev)
     checkpoint = results / "checkpoints" / f"{rid}.pt"  # a cut-off run resumes from here
-    history = fit(model, ds, TrainConfig.make(**config["train"]), dev,
-                  rid if progress == "lines" else bool(progress), data,
+    history = fit(model, ds, TrainConfig.make(**config["train"]), dev, progress, data,
                   checkpoint=checkpoint, segment={"git_commit": commit, "started": time.time()})
     segments = history["segments"]
     test, valid = ds.splits["test"], ds.splits["valid"]

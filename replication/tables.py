@@ -63,6 +63,27 @@ def _paper_order(df: pd.DataFrame, order) -> pd.DataFrame:
     return df.sort_values("Method", key=key, kind="stable").reset_index(drop=True)
 
 
+def _paper1(p: tuple | None) -> dict:
+    """Table 1's paper cells ("" where the paper has no such row)."""
+    return {"paper Rank IC": f"{p[0]:.3f}({p[1]:.3f})" if p else "",
+            "paper Rank ICIR": f"{p[2]:.3f}({p[3]:.3f})" if p else ""}
+
+
+def _paper3(p: tuple | None) -> dict:
+    """Table 3's paper cells ("" where the paper has no such row, e.g. FactorVAE-prior)."""
+    return {"paper AR": f"{p[0]:.2f}%" if p else "", "paper SR": f"{p[1]:.2f}" if p else "",
+            "paper MDD": f"{p[2]:.2f}%" if p else ""}
+
+
+def _every_paper_row(rows: list[dict], paper: dict, cells, order) -> pd.DataFrame:
+    """``rows`` plus a "none yet" row (the paper's ``cells`` only) for each of the paper's
+    methods that has none, in the paper's ``order``; empty cells are ""."""
+    have = {r["Method"].split(" (")[0] for r in rows}
+    rows = rows + [{"Method": name, "seeds": "none yet", **cells(values)}
+                   for name, values in paper.items() if name not in have]
+    return _paper_order(pd.DataFrame(rows).fillna(""), order)
+
+
 def table1(results: list[dict]) -> pd.DataFrame:
     """Rows = models in the paper's order; ours as mean(std) over seeds beside the paper's.
     Every row of the paper's table appears: one without runs says "none yet"."""
@@ -77,19 +98,12 @@ def table1(results: list[dict]) -> pd.DataFrame:
             "seeds": ",".join(str(r["config"]["seed"]) for r in rs),
             "Rank IC": _mean_std([r["test"]["rank_ic"] for r in rs]),
             "Rank ICIR": _mean_std([r["test"]["rank_icir"] for r in rs]),
-            "paper Rank IC": f"{paper[0]:.3f}({paper[1]:.3f})" if paper else "",
-            "paper Rank ICIR": f"{paper[2]:.3f}({paper[3]:.3f})" if paper else "",
+            **_paper1(paper),
             "lr": ", ".join(f"{v:g}" for v in sorted({r["config"]["train"]["lr"] for r in rs})),
             "epochs (best)": ", ".join(f"{r['epochs_trained']}({r['best_epoch']})" for r in rs),
             "minutes/run": f"{np.mean([r['wall_seconds'] for r in rs]) / 60:.1f}",
         })
-    run = {DISPLAY.get(m, m) for m in by_model}
-    for name, paper in PAPER_TABLE1.items():  # the paper's rows we have no run of yet
-        if name not in run:
-            rows.append({"Method": name, "seeds": "none yet",
-                         "paper Rank IC": f"{paper[0]:.3f}({paper[1]:.3f})",
-                         "paper Rank ICIR": f"{paper[2]:.3f}({paper[3]:.3f})"})
-    return _paper_order(pd.DataFrame(rows).fillna(""), PAPER_TABLE1)
+    return _every_paper_row(rows, PAPER_TABLE1, _paper1, PAPER_TABLE1)
 
 
 def _method(model: str, results: list[dict]) -> str:
@@ -144,18 +158,12 @@ def table3(cells: list[dict]) -> pd.DataFrame:
             "AR": _mean_std(m("excess_with_cost", "annualized_return"), **pct),
             "SR": _mean_std(m("excess_with_cost", "information_ratio"), ".2f"),
             "MDD": _mean_std(-np.array(m("excess_with_cost", "max_drawdown")), **pct),
-            "paper AR": f"{paper[0]:.2f}%" if paper else "",
-            "paper SR": f"{paper[1]:.2f}" if paper else "",
-            "paper MDD": f"{paper[2]:.2f}%" if paper else "",
+            **_paper3(paper),
             "AR without cost": _mean_std(m("excess_without_cost", "annualized_return"), **pct),
             "absolute AR": _mean_std(m("absolute", "annualized_return"), **pct),
             "eta (validation)": ", ".join(f"{c['eta']:g}" for c in cs) if cs[0]["eta"] is not None else "",
         })
-    for name, paper in PAPER_TABLE3.items():  # the paper's rows we have no backtest of yet
-        if name not in groups:
-            rows.append({"Method": name, "seeds": "none yet", "paper AR": f"{paper[0]:.2f}%",
-                         "paper SR": f"{paper[1]:.2f}", "paper MDD": f"{paper[2]:.2f}%"})
-    return _paper_order(pd.DataFrame(rows).fillna(""), [*PAPER_TABLE1, "FactorVAE(TDrisk)"])
+    return _every_paper_row(rows, PAPER_TABLE3, _paper3, [*PAPER_TABLE1, "FactorVAE(TDrisk)"])
 
 
 def provenance(results: list[dict]) -> dict:
