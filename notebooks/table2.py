@@ -137,7 +137,8 @@ pd.DataFrame(claims)
 # - **Our reading of "remove m stocks from the training dataset"**
 #   (`replication/robustness.py`): removed from training *and* validation (early
 #   stopping never sees them), training targets re-ranked without them, the feature
-#   normalisation statistics kept; at test time the models see the whole cross-section
-#   and are scored on the held-out stocks present each day. The held-out set of seed s
-#   is the same for every model.
+#   normalisation statistics (RobustZScoreNorm's median and MAD) fitted without their
+#   training rows; at test time the models see the whole cross-section and are scored
+#   on the held-out stocks present each day. The held-out set of seed s is the same for
+#   every model.
 # - **Hyper-parameters**: as Table 1; CA's depth is Table 1's validation choice.

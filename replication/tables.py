@@ -75,11 +75,22 @@ def _paper3(p: tuple | None) -> dict:
             "paper MDD": f"{p[2]:.2f}%" if p else ""}
 
 
-def _every_paper_row(rows: list[dict], paper: dict, cells, order) -> pd.DataFrame:
-    """``rows`` plus a "none yet" row (the paper's ``cells`` only) for each of the paper's
-    methods that has none, in the paper's ``order``; empty cells are ""."""
+def _paper2(p: dict | None, ms) -> dict:
+    """Table 2's paper cells for each m of ``ms`` ("" where the paper has none)."""
+    cells = {}
+    for m in ms:
+        v = (p or {}).get(m)
+        cells[f"m={m} paper Rank IC"] = f"{v[0]:.3f}({v[1]:.3f})" if v else ""
+        cells[f"m={m} paper Rank ICIR"] = f"{v[2]:.3f}({v[3]:.3f})" if v else ""
+    return cells
+
+
+def _every_paper_row(rows: list[dict], paper: dict, cells, order, seeds: str = "seeds") -> pd.DataFrame:
+    """``rows`` plus a "none yet" row (the paper's ``cells`` only; ``seeds``: the column
+    that says so) for each of the paper's methods that has none, in the paper's
+    ``order``; empty cells are ""."""
     have = {r["Method"].split(" (")[0] for r in rows}
-    rows = rows + [{"Method": name, "seeds": "none yet", **cells(values)}
+    rows = rows + [{"Method": name, seeds: "none yet", **cells(values)}
                    for name, values in paper.items() if name not in have]
     return _paper_order(pd.DataFrame(rows).fillna(""), order)
 
@@ -114,29 +125,28 @@ def _method(model: str, results: list[dict]) -> str:
 
 def table2(results: list[dict]) -> pd.DataFrame:
     """Rows = methods in the paper's order; per m (columns in increasing m), Rank IC and
-    Rank ICIR over the held-out stocks, mean(std) over seeds, the paper's beside."""
+    Rank ICIR over the held-out stocks, mean(std) over seeds, the paper's beside. Every
+    row of the paper's table appears: one without runs says "none yet"."""
     by_model: dict[str, list[dict]] = {}
     for r in results:
         if not r.get("heldout"):
             raise ValueError(f"{r['run_id']} is not a Table 2 run (it held no stock out)")
         by_model.setdefault(r["config"]["model"], []).append(r)
     ms = sorted({r["heldout"]["m"] for r in results})
+    seeds_col = f"seeds (m={'/'.join(map(str, ms))})"
     rows = []
     for model, rs in by_model.items():
-        name = DISPLAY.get(model, model)
-        seeds = {m: [r["config"]["seed"] for r in rs if r["heldout"]["m"] == m] for m in ms}
-        row = {"Method": _method(model, rs),
-               f"seeds (m={'/'.join(map(str, ms))})": " / ".join(",".join(map(str, seeds[m])) or "-"
-                                                               for m in ms)}
+        row = {"Method": _method(model, rs)}
+        cells = {m: [r for r in rs if r["heldout"]["m"] == m] for m in ms}
+        row[seeds_col] = " / ".join(",".join(str(r["config"]["seed"]) for r in cells[m]) or "-" for m in ms)
         for m in ms:
-            cell = [r["heldout"]["test"] for r in rs if r["heldout"]["m"] == m]
-            paper = PAPER_TABLE2.get(name, {}).get(m)
-            row[f"m={m} Rank IC"] = _mean_std([c["rank_ic"] for c in cell]) if cell else ""
-            row[f"m={m} Rank ICIR"] = _mean_std([c["rank_icir"] for c in cell]) if cell else ""
-            row[f"m={m} paper Rank IC"] = f"{paper[0]:.3f}({paper[1]:.3f})" if paper else ""
-            row[f"m={m} paper Rank ICIR"] = f"{paper[2]:.3f}({paper[3]:.3f})" if paper else ""
-        rows.append(row)
-    return _paper_order(pd.DataFrame(rows), PAPER_TABLE2)
+            scores = [r["heldout"]["test"] for r in cells[m]]
+            row[f"m={m} Rank IC"] = _mean_std([c["rank_ic"] for c in scores]) if scores else ""
+            row[f"m={m} Rank ICIR"] = _mean_std([c["rank_icir"] for c in scores]) if scores else ""
+        rows.append(row | _paper2(PAPER_TABLE2.get(DISPLAY.get(model, model)), ms))
+    df = _every_paper_row(rows, PAPER_TABLE2, lambda p: _paper2(p, ms), PAPER_TABLE2, seeds_col)
+    return df[["Method", seeds_col] + [f"m={m} {k}" for m in ms
+                                       for k in ("Rank IC", "Rank ICIR", "paper Rank IC", "paper Rank ICIR")]]
 
 
 def table3(cells: list[dict]) -> pd.DataFrame:

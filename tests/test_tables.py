@@ -76,7 +76,13 @@ def test_table2_columns_per_m_over_the_heldout_stocks_beside_the_paper():
     rs = [r2("factorvae", 0, 50, 0.04, 0.2), r2("factorvae", 1, 50, 0.06, 0.4),
           r2("factorvae", 0, 200, 0.05, 0.3), r2("factorvae-port", 0, 50, 0.03, 0.1)]
     df = tables.table2(rs).set_index("Method")
-    assert list(df.index) == ["FactorVAE-port", "FactorVAE"]  # the paper's order
+    paper_rows = ["GRU", "ALSTM", "GAT", "Trans", "SFM", "Linear", "CA", "FactorVAE-port", "FactorVAE"]
+    assert list(df.index) == paper_rows  # every row of the paper's table, in its order
+    gat = df.loc["GAT"]  # no runs yet: the paper's cells of the m present only
+    assert gat["seeds (m=50/200)"] == "none yet" and gat["m=50 Rank IC"] == ""
+    assert gat["m=50 paper Rank IC"] == "0.029(0.008)" and gat["m=200 paper Rank ICIR"] == "0.215(0.071)"
+    assert list(df.columns[:6]) == ["seeds (m=50/200)", "m=50 Rank IC", "m=50 Rank ICIR",
+                                    "m=50 paper Rank IC", "m=50 paper Rank ICIR", "m=200 Rank IC"]
     fv = df.loc["FactorVAE"]
     assert fv["m=50 Rank IC"] == "0.050(0.014)" and fv["m=50 Rank ICIR"] == "0.300(0.141)"
     assert fv["m=200 Rank IC"] == "0.050(one seed)" and fv["seeds (m=50/200)"] == "0,1 / 0"
