@@ -33,7 +33,7 @@ import numpy as np
 
 from replication.data.dataset import DayDataset
 from replication.data.provider import DataError
-from replication.metrics import daily_rank_ic
+from replication.metrics import daily_rank_ic, summarize
 
 
 def candidates(ds: DayDataset) -> np.ndarray:
@@ -60,3 +60,16 @@ def heldout_daily_rank_ic(mu: np.ndarray, ds: DayDataset, cols: np.ndarray) -> n
     day_of = np.repeat(np.arange(len(sp.days)), np.diff(sp.offsets))[mine]
     offsets = np.r_[0, np.cumsum(np.bincount(day_of, minlength=len(sp.days)))]
     return daily_rank_ic(mu[mine], sp.label[mine], offsets)
+
+
+def seen_rank_ic(pred: dict, codes) -> dict:
+    """Rank IC and ICIR (eqs. 20-21) over the stocks ``codes`` from flat test predictions
+    ``pred`` (date, instrument, mu, label in day-major order, as
+    :func:`replication.run.predictions` returns them). Given a Table 1 run's predictions
+    (a model that trained on those stocks) and a Table 2 run's held-out codes, it is the
+    reference that the Table 2 score over the same stocks, unseen, is read against:
+    the paper compares across different cross-sections (its Table 1 scores all stocks)."""
+    mine = np.isin(pred["instrument"], np.asarray(codes))
+    dates = pred["date"][mine]
+    offsets = np.r_[0, np.flatnonzero(dates[1:] != dates[:-1]) + 1, len(dates)]
+    return summarize(daily_rank_ic(pred["mu"][mine], pred["label"][mine], offsets))

@@ -101,6 +101,15 @@ def test_heldout_run_never_trains_or_validates_on_them_and_scores_exactly_them(
     assert r["heldout"]["test"]["rank_ic"] == pytest.approx(np.nanmean(daily), abs=1e-12)
     assert r["heldout"]["test"]["days"] == np.isfinite(daily).sum()
     assert r["heldout"]["test"]["rank_ic"] != pytest.approx(r["test"]["rank_ic"], abs=1e-9)
+    # the seen-stock reference scores any run's saved predictions the same way: on this
+    # run's own predictions it gives this run's number
+    again = robustness.seen_rank_ic(R.predictions(config, "test", tmp_path / "results"), r["heldout"]["codes"])
+    assert again["rank_ic"] == pytest.approx(r["heldout"]["test"]["rank_ic"], abs=1e-12)
+    assert again["rank_icir"] == pytest.approx(r["heldout"]["test"]["rank_icir"], abs=1e-9)
+    assert again["days"] == r["heldout"]["test"]["days"]
+    other = robustness.seen_rank_ic(R.predictions(config, "test", tmp_path / "results"),
+                                    r["heldout"]["codes"][:10])
+    assert other["rank_ic"] != pytest.approx(again["rank_ic"], abs=1e-9)  # the codes matter
 
 
 def test_heldout_must_not_be_negative():

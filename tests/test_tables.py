@@ -89,5 +89,20 @@ def test_table2_columns_per_m_over_the_heldout_stocks_beside_the_paper():
     assert fv["m=50 paper Rank IC"] == "0.053(0.007)" and fv["m=200 paper Rank ICIR"] == "0.399(0.063)"
     assert df.loc["FactorVAE-port", "m=200 Rank IC"] == "" and "m=100 Rank IC" not in df.columns
     assert tables.provenance(rs)["heldout m"] == [50, 200]
+    mixed = tables.provenance(rs + [_result("factorvae", 0, 0.05, 0.5)])  # with its Table 1 run
+    assert mixed["heldout m"] == [50, 200] and mixed["runs"][-1] == "factorvae-0"
     with pytest.raises(ValueError, match="not a Table 2 run"):
         tables.table2([_result("gru", 0, 0.1, 0.1)])
+
+
+def test_table2_seen_pairs_each_seed_with_its_table1_run():
+    pairs = [{"model": "factorvae", "m": 50, "seed": 0, "unseen": 0.03, "seen": 0.05},
+             {"model": "factorvae", "m": 50, "seed": 1, "unseen": 0.05, "seen": 0.05},
+             {"model": "linear", "m": 100, "seed": 0, "unseen": 0.02, "seen": 0.01},
+             {"model": "linear", "m": 50, "seed": 0, "unseen": 0.01, "seen": 0.02}]
+    df = tables.table2_seen(pairs)
+    assert [(r.Method, r.m) for r in df.itertuples()] == [("Linear", 50), ("Linear", 100), ("FactorVAE", 50)]
+    fv = df.iloc[2]
+    assert fv["seeds"] == "0,1" and fv["unseen Rank IC (Table 2 run)"] == "0.040(0.014)"
+    assert fv["seen Rank IC (Table 1 run)"] == "0.050(0.000)" and fv["unseen - seen"] == "-0.010(0.014)"
+    assert df.iloc[1]["unseen - seen"] == "0.010(one seed)"
