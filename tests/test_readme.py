@@ -1,5 +1,5 @@
-"""The README's result tables repeat the committed tables (paper_tables/table1.csv and
-table3.csv) cell for cell: a figure in the README that no table (and so no run file)
+"""The README's result tables repeat the committed tables (paper_tables/table1.csv,
+table2.csv and table3.csv) cell for cell: a figure in the README that no table (and so no run file)
 backs, or a stale one, fails here."""
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def _norm(cell: str) -> str:
 
 
 def _seeds(cell: str) -> str:
-    """'0–3' -> '0,1,2,3'; '0, 1' -> '0,1'."""
+    """'0–3' -> '0,1,2,3'; '0, 1' -> '0,1'; Table 2's per-m lists: '0–4 / 0, 1' -> '0,1,2,3,4/0,1'."""
+    if "/" in cell:
+        return "/".join(_seeds(part) for part in cell.split("/"))
     m = re.fullmatch(r"(\d+)\s*[–-]\s*(\d+)", cell.strip())
     return ",".join(map(str, range(int(m[1]), int(m[2]) + 1))) if m else cell.replace(" ", "")
 
@@ -47,15 +49,18 @@ COLUMNS = {
                "paper Rank IC": "paper Rank IC", "paper Rank ICIR": "paper Rank ICIR"},
     "table3": {"our AR": "AR", "our SR": "SR", "our MDD": "MDD",
                "paper AR": "paper AR", "paper SR": "paper SR", "paper MDD": "paper MDD"},
+    # Table 2: the README's columns carry the committed table's names ("m=50 Rank IC", ...)
+    "table2": {f"m={m} {k}": f"m={m} {k}" for m in (50, 100, 200)
+               for k in ("Rank IC", "Rank ICIR", "paper Rank IC", "paper Rank ICIR")},
 }
 
 
 def _readme_tables(which: str) -> list[list[dict]]:
-    key = next(iter(COLUMNS[which]))
+    key = next(iter(COLUMNS[which]))  # a column only that table's README rows have
     return [t for t in _tables((ROOT / "README.md").read_text()) if t and key in t[0]]
 
 
-@pytest.mark.parametrize("which", ["table1", "table3"])
+@pytest.mark.parametrize("which", ["table1", "table2", "table3"])
 def test_readme_results_equal_the_committed_tables(which):
     committed = pd.read_csv(ROOT / "paper_tables" / f"{which}.csv", dtype=str,
                             keep_default_na=False).set_index("Method").to_dict("index")
@@ -66,9 +71,13 @@ def test_readme_results_equal_the_committed_tables(which):
             name = _method(row.get("model") or row["method"])
             assert name in committed, f"README row {name!r} is not in paper_tables/{which}.csv"
             ours = committed[name]
-            # rows without a seeds column are the complete ones
-            assert _seeds(row.get("seeds", "0–4")) == ours["seeds"], name
-            for readme_col, col in COLUMNS[which].items():
+            seeds = next(c for c in ours if c.startswith("seeds"))  # Table 2's: "seeds (m=50/100/200)"
+            # rows without a seeds column are the complete ones (Tables 1 and 3)
+            assert _seeds(row.get(seeds, "0–4")) == _seeds(ours[seeds]), name
+            cols = {r: c for r, c in COLUMNS[which].items()  # Table 2: the m shown
+                    if r in row or which != "table2"}
+            assert cols, f"README {which} row {name!r} shows none of {list(COLUMNS[which])}"
+            for readme_col, col in cols.items():
                 assert _norm(row[readme_col]) == _norm(ours[col]), (name, readme_col)
 
 
@@ -78,3 +87,4 @@ def test_the_check_tells_a_changed_figure_apart():
     assert _norm(row["our AR"]) == _norm("7.63%(4.25%)") and _seeds(row["seeds"]) == "0,1,2,3"
     assert _norm(row["our AR"].replace("7.63", "7.64")) != _norm("7.63%(4.25%)")
     assert _seeds("0, 1") == "0,1" and _norm("−0.19 (0.16)") == "-0.19(0.16)" and _norm("–") == ""
+    assert _seeds("0–4 / 0, 1 / -") == _seeds("0,1,2,3,4 / 0,1 / -") == "0,1,2,3,4/0,1/-"
