@@ -152,6 +152,7 @@ for r in results:
         continue
     seen = robustness.seen_rank_ic(pred, r["heldout"]["codes"])
     pairs.append({"model": r["config"]["model"], "m": r["heldout"]["m"], "seed": r["config"]["seed"],
+                  "variant": r["config"]["model_config"].get("variant"),
                   "unseen": r["heldout"]["test"]["rank_ic"], "seen": seen["rank_ic"]})
     used += [r, t1_result]
 absent = list(dict.fromkeys(absent))  # a Table 1 run pairs with every m

@@ -105,7 +105,7 @@ def table1(results: list[dict]) -> pd.DataFrame:
     for model, rs in by_model.items():
         paper = PAPER_TABLE1.get(DISPLAY.get(model, model))
         rows.append({
-            "Method": _method(model, rs),
+            "Method": _method(model, _variants(rs)),
             "seeds": ",".join(str(r["config"]["seed"]) for r in rs),
             "Rank IC": _mean_std([r["test"]["rank_ic"] for r in rs]),
             "Rank ICIR": _mean_std([r["test"]["rank_icir"] for r in rs]),
@@ -117,10 +117,13 @@ def table1(results: list[dict]) -> pd.DataFrame:
     return _every_paper_row(rows, PAPER_TABLE1, _paper1, PAPER_TABLE1)
 
 
-def _method(model: str, results: list[dict]) -> str:
-    """The row name: the paper's, plus CA's chosen depth."""
-    variants = sorted({r["config"]["model_config"].get("variant", "") for r in results})
-    return DISPLAY.get(model, model) + (f" ({', '.join(variants).upper()})" if model == "ca" else "")
+def _method(model: str, variants) -> str:
+    """The row name: the paper's, plus CA's chosen depth (the runs' ``variants``)."""
+    return DISPLAY.get(model, model) + (f" ({', '.join(sorted(set(variants))).upper()})" if model == "ca" else "")
+
+
+def _variants(results: list[dict]) -> list[str]:
+    return [r["config"]["model_config"].get("variant", "") for r in results]
 
 
 def table2(results: list[dict]) -> pd.DataFrame:
@@ -136,7 +139,7 @@ def table2(results: list[dict]) -> pd.DataFrame:
     seeds_col = f"seeds (m={'/'.join(map(str, ms))})"
     rows = []
     for model, rs in by_model.items():
-        row = {"Method": _method(model, rs)}
+        row = {"Method": _method(model, _variants(rs))}
         cells = {m: [r for r in rs if r["heldout"]["m"] == m] for m in ms}
         row[seeds_col] = " / ".join(",".join(str(r["config"]["seed"]) for r in cells[m]) or "-" for m in ms)
         for m in ms:
@@ -153,11 +156,12 @@ def table2_seen(pairs: list[dict]) -> pd.DataFrame:
     """Per method and m (the paper's row order, m increasing): the Rank IC over the held-out
     stocks from the Table 2 runs (``unseen``), over the same stocks from the Table 1 runs
     of the same model, seed and settings (``seen``: they trained on them), and the paired
-    difference, mean(std) over seeds. ``pairs``: one {model, m, seed, unseen, seen} a seed."""
+    difference, mean(std) over seeds. ``pairs``: one {model, m, seed, unseen, seen} a seed,
+    and the run's ``variant`` where it has one (CA's depth, shown as in Table 2)."""
     df = pd.DataFrame(pairs)
     rows = []
     for (model, m), g in df.groupby(["model", "m"], sort=True):
-        rows.append({"Method": DISPLAY.get(model, model), "m": m,
+        rows.append({"Method": _method(model, g["variant"].dropna() if "variant" in g else []), "m": m,
                      "seeds": ",".join(map(str, g["seed"])),
                      "unseen Rank IC (Table 2 run)": _mean_std(g["unseen"]),
                      "seen Rank IC (Table 1 run)": _mean_std(g["seen"]),

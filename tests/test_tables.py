@@ -101,6 +101,8 @@ def test_table2_seen_pairs_each_seed_with_its_table1_run():
              {"model": "linear", "m": 100, "seed": 0, "unseen": 0.02, "seen": 0.01},
              {"model": "linear", "m": 50, "seed": 0, "unseen": 0.01, "seen": 0.02}]
     df = tables.table2_seen(pairs)
+    ca = tables.table2_seen([{"model": "ca", "m": 50, "seed": 0, "variant": "ca3", "unseen": 0.0, "seen": 0.0}])
+    assert ca["Method"].tolist() == ["CA (CA3)"]  # named as in Table 2
     assert [(r.Method, r.m) for r in df.itertuples()] == [("Linear", 50), ("Linear", 100), ("FactorVAE", 50)]
     fv = df.iloc[2]
     assert fv["seeds"] == "0,1" and fv["unseen Rank IC (Table 2 run)"] == "0.040(0.014)"
