@@ -33,7 +33,7 @@ import numpy as np
 
 from replication.data.dataset import DayDataset
 from replication.data.provider import DataError
-from replication.metrics import daily_rank_ic, summarize
+from replication.metrics import daily_rank_ic
 
 
 def candidates(ds: DayDataset) -> np.ndarray:
@@ -52,24 +52,16 @@ def heldout(ds: DayDataset, m: int, seed: int) -> np.ndarray:
     return np.sort(pool[np.random.default_rng(seed).permutation(len(pool))[:m]])
 
 
-def heldout_daily_rank_ic(mu: np.ndarray, ds: DayDataset, cols: np.ndarray) -> np.ndarray:
-    """Eq. (20) per test day over the held-out stocks ``cols`` present that day, from the
-    predictions ``mu`` of the whole test split (NaN on a day with fewer than 2)."""
-    sp = ds.splits["test"]
-    mine = np.isin(sp.stock, cols)
-    day_of = np.repeat(np.arange(len(sp.days)), np.diff(sp.offsets))[mine]
-    offsets = np.r_[0, np.cumsum(np.bincount(day_of, minlength=len(sp.days)))]
-    return daily_rank_ic(mu[mine], sp.label[mine], offsets)
-
-
-def seen_rank_ic(pred: dict, codes) -> dict:
-    """Rank IC and ICIR (eqs. 20-21) over the stocks ``codes`` from flat test predictions
-    ``pred`` (date, instrument, mu, label in day-major order, as
-    :func:`replication.run.predictions` returns them). Given a Table 1 run's predictions
-    (a model that trained on those stocks) and a Table 2 run's held-out codes, it is the
-    reference that the Table 2 score over the same stocks, unseen, is read against:
-    the paper compares across different cross-sections (its Table 1 scores all stocks)."""
+def daily_rank_ic_over(pred: dict, codes) -> np.ndarray:
+    """Eq. (20) for each day of flat predictions ``pred`` (date, instrument, mu, label in
+    day-major order, as :func:`replication.run.split_predictions` makes them and
+    :func:`replication.run.predictions` reads them back) over the stocks ``codes``
+    present that day (NaN on a day with fewer than 2). Table 2's score: a run's test
+    predictions and its held-out codes. The same codes on a Table 1 run's predictions (a
+    model that trained on those stocks) give the reference the unseen score is read
+    against, on the same cross-section (the paper compares with Table 1's score over
+    all stocks)."""
     mine = np.isin(pred["instrument"], np.asarray(codes))
-    dates = pred["date"][mine]
-    offsets = np.r_[0, np.flatnonzero(dates[1:] != dates[:-1]) + 1, len(dates)]
-    return summarize(daily_rank_ic(pred["mu"][mine], pred["label"][mine], offsets))
+    _, day_of = np.unique(pred["date"], return_inverse=True)
+    offsets = np.r_[0, np.cumsum(np.bincount(day_of[mine], minlength=day_of.max() + 1))]
+    return daily_rank_ic(pred["mu"][mine], pred["label"][mine], offsets)

@@ -204,7 +204,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
         "config": config, "run_id": rid,
         "valid": summarize(daily_rank_ic(valid_preds["mu"], valid.label, valid.offsets)),
         "test": summarize(daily),  # Table 2 runs: over every stock, held-out or not
-        "heldout": None if heldout is None else _heldout_result(preds["mu"], ds, heldout),
+        "heldout": None if heldout is None else _heldout_result(preds, ds.codes[heldout]),
         "test_daily_rank_ic": {"dates": ds.dates("test").astype(str).tolist(),
                                "values": _daily_json(daily)},
         "epochs_trained": history["epochs_trained"], "best_epoch": history["best_epoch"],
@@ -235,10 +235,10 @@ def _daily_json(values: np.ndarray) -> list:
     return [None if np.isnan(v) else round(float(v), 6) for v in values]
 
 
-def _heldout_result(mu: np.ndarray, ds: DayDataset, cols: np.ndarray) -> dict:
+def _heldout_result(preds: dict, codes: np.ndarray) -> dict:
     """Table 2's numbers: Rank IC / ICIR over the held-out stocks (and who they were)."""
-    daily = robustness.heldout_daily_rank_ic(mu, ds, cols)
-    return {"m": len(cols), "codes": ds.codes[cols].tolist(), "test": summarize(daily),
+    daily = robustness.daily_rank_ic_over(preds, codes)
+    return {"m": len(codes), "codes": codes.tolist(), "test": summarize(daily),
             "test_daily_rank_ic": _daily_json(daily)}
 
 

@@ -10,6 +10,7 @@ from replication import robustness
 from replication.data import load_market
 from replication.data.dataset import DataConfig, dataset
 from replication.data.provider import DataError
+from replication.metrics import summarize
 from replication.synthetic import split
 from replication.train import DeviceData
 
@@ -103,12 +104,12 @@ def test_heldout_run_never_trains_or_validates_on_them_and_scores_exactly_them(
     assert r["heldout"]["test"]["rank_ic"] != pytest.approx(r["test"]["rank_ic"], abs=1e-9)
     # the seen-stock reference scores any run's saved predictions the same way: on this
     # run's own predictions it gives this run's number
-    again = robustness.seen_rank_ic(R.predictions(config, "test", tmp_path / "results"), r["heldout"]["codes"])
+    pred = R.predictions(config, "test", tmp_path / "results")
+    again = summarize(robustness.daily_rank_ic_over(pred, r["heldout"]["codes"]))
     assert again["rank_ic"] == pytest.approx(r["heldout"]["test"]["rank_ic"], abs=1e-12)
     assert again["rank_icir"] == pytest.approx(r["heldout"]["test"]["rank_icir"], abs=1e-9)
     assert again["days"] == r["heldout"]["test"]["days"]
-    other = robustness.seen_rank_ic(R.predictions(config, "test", tmp_path / "results"),
-                                    r["heldout"]["codes"][:10])
+    other = summarize(robustness.daily_rank_ic_over(pred, r["heldout"]["codes"][:10]))
     assert other["rank_ic"] != pytest.approx(again["rank_ic"], abs=1e-9)  # the codes matter
 
 
