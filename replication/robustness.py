@@ -62,6 +62,6 @@ def daily_rank_ic_over(pred: dict, codes) -> np.ndarray:
     against, on the same cross-section (the paper compares with Table 1's score over
     all stocks)."""
     mine = np.isin(pred["instrument"], np.asarray(codes))
-    _, day_of = np.unique(pred["date"], return_inverse=True)
-    offsets = np.r_[0, np.cumsum(np.bincount(day_of[mine], minlength=day_of.max() + 1))]
+    days, day_of = np.unique(pred["date"], return_inverse=True)
+    offsets = np.r_[0, np.cumsum(np.bincount(day_of[mine], minlength=len(days)))]
     return daily_rank_ic(pred["mu"][mine], pred["label"][mine], offsets)
