@@ -81,12 +81,12 @@ gpu-bundle: pack ## what a GPU host without network needs, under cache/ (carry c
 
 gpu-slot: ## on a GPU host (system python, no venv): SLOT seconds of the universe-all campaign, the result files packed into OUT/runs.tgz
 	$(PYTHON) -c "import tqdm" 2>/dev/null || $(PYTHON) -m pip install -q --no-index cache/wheels/*.whl
-	mkdir -p results/runs && cp -n paper_tables/runs/*.json results/runs/
+	mkdir -p results/runs results/backtests && cp -n paper_tables/runs/*.json results/runs/
 	-PYTHONPATH=. timeout $(SLOT) sh -c '$(PYTHON) -m replication.campaign --universe all --device $(DEVICE) \
 		--lanes $(GPU_LANES) --provider $(PACK) --out results/runs && \
 		$(PYTHON) -m replication.campaign --universe all --device $(DEVICE) --lanes $(GPU_LANES) \
 		--provider $(PACK) --out results/runs --heldout $(HELDOUT)'
-	tar czf $${OUT:-cache}/runs.tgz -C results runs
+	tar czf $${OUT:-cache}/runs.tgz -C results runs backtests
 
 clean: ## remove cached datasets, the synthetic market and smoke outputs (keeps .venv and results)
 	rm -rf cache/datasets cache/synthetic cache/smoke

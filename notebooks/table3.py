@@ -63,7 +63,7 @@ found = [r for m, s, o, _ in campaign.plan(models, seeds, options, chosen)
          and (r := run.result_of(run.run_config(m, s, data, o, train_cfg), out / "runs", False))]
 cells, missing = [], []
 for r in tqdm(found, desc="backtests"):
-    for strategy in ("topk", "tdrisk") if r["config"]["model"] == "factorvae" else ("topk",):
+    for strategy in portfolio.strategies(r["config"]["model"]):
         try:
             c = portfolio.cell(r, strategy, market if backtest else None, results_dir,
                                out / "backtests")

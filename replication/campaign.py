@@ -9,8 +9,12 @@ Rank IC picks the setting for the other seeds (that run doubles as the seed-0 ce
 Workers take the missing runs one at a time through :func:`replication.run.execute`:
 finished runs are skipped and a cut-off run resumes from its checkpoint, so rerunning
 the same command after an interruption (e.g. the end of a session) continues the
-campaign. Do not start two campaigns on the same output folder at once: they would
-train the same run twice.
+campaign. A worker backtests each Table 1 run it trains as soon as it ends (Table 3's
+cells, :mod:`replication.portfolio`, written to ``<out>/../backtests``; CA's selection
+runs too, as its depth is chosen only once all of them exist): the predictions live
+under ``results/``, which a lent GPU host or a time-limited session does not keep, and
+the small backtest file is what Table 3 needs of them. Do not start two campaigns on
+the same output folder at once: they would train the same run twice.
 
 On a CPU each worker uses ``--threads`` threads (default 1): two one-thread runs on
 two cores finish more epochs per hour than one two-thread run.
@@ -24,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from replication import run, synthetic
+from replication import portfolio, run, synthetic
 from replication.data.dataset import DataConfig
 from replication.tables import best_on_validation
 
@@ -116,6 +120,9 @@ def _train(job) -> str:
     config, provider, device, out, results, progress = job
     t0 = time.time()
     r = run.execute(config, provider, device, out, results, progress=progress, market=_market)
+    if not config.get("heldout"):  # a Table 1 run: its Table 3 cells now, while its predictions exist
+        for strategy in portfolio.strategies(config["model"]):
+            portfolio.cell(r, strategy, _market, results, out.parent / "backtests")
     return (f"{r['run_id']}: valid Rank IC {r['valid']['rank_ic']:.4f}, "
             f"{r['epochs_trained']} epochs, {(time.time() - t0) / 60:.1f} min this session")
 

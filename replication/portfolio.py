@@ -41,6 +41,11 @@ ETA_GRID = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)  # see the module docstring
 SERIES = ("return", "cost", "bench", "turnover", "n_held")
 
 
+def strategies(model: str) -> tuple[str, ...]:
+    """The strategies Table 3 backtests a run of ``model`` with: TDrisk is FactorVAE's."""
+    return STRATEGIES if model == "factorvae" else ("topk",)
+
+
 def _spec(result: dict, strategy: str, config: BacktestConfig, eta_grid) -> dict:
     """What a cell's file must match to be reused."""
     if strategy not in STRATEGIES:

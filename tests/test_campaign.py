@@ -5,6 +5,7 @@ import json
 import re
 
 import replication.campaign as C
+from replication import portfolio
 from replication.data.dataset import DataConfig
 from replication.synthetic import split
 
@@ -57,6 +58,13 @@ def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir
                  for r in results if r["config"]["model"] == "ca" and r["config"]["seed"] == 0}
     seed1 = [r for r in results if r["config"]["model"] == "ca" and r["config"]["seed"] == 1]
     assert seed1[0]["config"]["model_config"]["variant"] == max(selection, key=selection.get)
+    # each run's Table 3 cell was written as it ended, from its predictions
+    backtests = {p.name for p in (tmp_path / "backtests").iterdir()}
+    assert backtests == {f"{rid}-topk.json" for rid in trained}
+    for rid in trained:
+        (tmp_path / "results" / f"{rid}.npz").unlink()  # predictions gone (a session ends) ...
+        r = json.loads((tmp_path / "runs" / f"{rid}.json").read_text())
+        assert portfolio.cell(r, "topk", None, tmp_path / "results", tmp_path / "backtests")  # ... the cell stays
     assert C.campaign(**kw) == []  # everything exists: a rerun trains nothing
 
 
