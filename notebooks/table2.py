@@ -133,9 +133,11 @@ pd.DataFrame(claims)
 # cross-section. Here each Table 2 run's held-out stocks are also scored by the Table 1
 # run of the same model, seed and settings, which trained on them
 # (`replication.robustness.daily_rank_ic_over`); the paired difference is what not having
-# seen them costs. This needs the Table 1 runs' test predictions (`results/`, not
-# committed): where any is missing, the committed `table2_seen` table is left as it
-# is and the missing runs are listed. FactorVAE-port has no Table 1 run, so no pair.
+# seen them costs. A Table 1 run keeps these scores in its result file
+# (`seen_heldout`, for m = 50, 100, 200 of its seed); one made before that gets them from
+# its test predictions (`results/`, not committed): where any is missing, the committed
+# `table2_seen` table is left as it is and the missing runs are listed. FactorVAE-port
+# has no Table 1 run, so no pair.
 
 # %%
 pairs, used, absent, loaded = [], [], [], {}
@@ -146,13 +148,15 @@ for r in results:
         if r["config"]["model"] != "factorvae-port":
             absent.append(f"{run.run_id(t1)} (no Table 1 run)")
         continue
-    try:  # a Table 1 run pairs with every m: read its predictions once
-        if t1_result["run_id"] not in loaded:
-            loaded[t1_result["run_id"]] = run.predictions(t1, "test", results_dir)
-    except DataError as exc:
-        absent.append(f"{t1_result['run_id']} ({exc})")
-        continue
-    seen = summarize(robustness.daily_rank_ic_over(loaded[t1_result["run_id"]], r["heldout"]["codes"]))
+    seen = robustness.seen_score(t1_result, r["heldout"]["codes"])  # kept in its result file
+    if seen is None:  # an older Table 1 run: score its saved predictions
+        try:  # a Table 1 run pairs with every m: read its predictions once
+            if t1_result["run_id"] not in loaded:
+                loaded[t1_result["run_id"]] = run.predictions(t1, "test", results_dir)
+        except DataError as exc:
+            absent.append(f"{t1_result['run_id']} ({exc})")
+            continue
+        seen = summarize(robustness.daily_rank_ic_over(loaded[t1_result["run_id"]], r["heldout"]["codes"]))
     pairs.append({"model": r["config"]["model"], "m": r["heldout"]["m"], "seed": r["config"]["seed"],
                   "variant": r["config"]["model_config"].get("variant"),
                   "unseen": r["heldout"]["test"]["rank_ic"], "seen": seen["rank_ic"]})

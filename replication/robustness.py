@@ -29,11 +29,15 @@ test dataset". Our reading, where the paper is silent:
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from replication.data.dataset import DayDataset
 from replication.data.provider import DataError
-from replication.metrics import daily_rank_ic
+from replication.metrics import daily_rank_ic, summarize
+
+TABLE2_M = (50, 100, 200)  # the paper's m: a Table 1 run keeps its score over each set of its seed
 
 
 def candidates(ds: DayDataset) -> np.ndarray:
@@ -65,3 +69,30 @@ def daily_rank_ic_over(pred: dict, codes) -> np.ndarray:
     days, day_of = np.unique(pred["date"], return_inverse=True)
     offsets = np.r_[0, np.cumsum(np.bincount(day_of[mine], minlength=len(days)))]
     return daily_rank_ic(pred["mu"][mine], pred["label"][mine], offsets)
+
+
+def codes_digest(codes) -> str:
+    """A short fingerprint of a held-out set (its codes, in order)."""
+    return hashlib.sha1(",".join(map(str, codes)).encode()).hexdigest()[:12]
+
+
+def seen_heldout(pred: dict, ds: DayDataset, seed: int) -> dict:
+    """A Table 1 run's test Rank IC over the stocks each Table 2 cell of its seed holds
+    out (every m of :data:`TABLE2_M` the universe allows): the "seen" reference of
+    ``table2_seen``, kept in the run's result file because its predictions
+    (``results/``) are not always kept (a lent GPU host, an ended session). ``ds`` is
+    the run's dataset, from which :func:`heldout` draws the same sets as the Table 2
+    runs do."""
+    n, out = len(candidates(ds)), {}
+    for m in (m for m in TABLE2_M if m <= n):
+        codes = ds.codes[heldout(ds, m, seed)]
+        out[str(m)] = {"codes": codes_digest(codes), "test": summarize(daily_rank_ic_over(pred, codes))}
+    return out
+
+
+def seen_score(table1_result: dict, codes) -> dict | None:
+    """The stored :func:`seen_heldout` score of ``table1_result`` over exactly
+    ``codes`` (a Table 2 run's held-out set); None when the run has none for that set
+    (then score its saved predictions with :func:`daily_rank_ic_over`)."""
+    stored = (table1_result.get("seen_heldout") or {}).get(str(len(codes)))
+    return stored["test"] if stored and stored["codes"] == codes_digest(codes) else None

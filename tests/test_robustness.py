@@ -116,3 +116,27 @@ def test_heldout_run_never_trains_or_validates_on_them_and_scores_exactly_them(
 def test_heldout_must_not_be_negative():
     with pytest.raises(ValueError, match="heldout must be >= 0"):
         R.run_config("gru", 0, DATA, heldout=-5)
+
+
+def test_table1_run_keeps_its_score_over_each_heldout_set_of_its_seed(market, tmp_path, monkeypatch):
+    """The "seen" reference of table2_seen is in a Table 1 run's result file, equal to
+    scoring its saved predictions over the Table 2 run's held-out codes, so the pairs
+    survive the loss of ``results/``; it answers only for exactly those codes."""
+    monkeypatch.setenv("REPLICATION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(robustness, "TABLE2_M", (10, 20, 10**6))  # the synthetic universe is small
+    config = R.run_config("linear", 2, DATA, {}, {"max_epochs": 1})
+    r = R.execute(config, device="cpu", progress=False, market=market,
+                  out=tmp_path / "runs", results=tmp_path / "results")
+    assert set(r["seen_heldout"]) == {"10", "20"}  # an m larger than the universe is skipped
+    t2 = R.execute(R.run_config("linear", 2, DATA, {}, {"max_epochs": 1}, heldout=20), device="cpu",
+                   progress=False, market=market, out=tmp_path / "runs", results=tmp_path / "results")
+    assert "seen_heldout" not in t2
+    codes = t2["heldout"]["codes"]
+    pred = R.predictions(config, "test", tmp_path / "results")
+    want = summarize(robustness.daily_rank_ic_over(pred, codes))
+    got = robustness.seen_score(r, codes)
+    assert got["rank_ic"] == pytest.approx(want["rank_ic"], abs=1e-12) and got["days"] == want["days"]
+    assert got["rank_ic"] != pytest.approx(t2["heldout"]["test"]["rank_ic"], abs=1e-9)  # another model
+    assert robustness.seen_score(r, codes[:10]) is None  # 10 codes, but not seed 2's 10
+    assert robustness.seen_score(r, list(reversed(codes))) is None
+    assert robustness.seen_score({"run_id": "older"}, codes) is None
