@@ -205,7 +205,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
         "valid": summarize(daily_rank_ic(valid_preds["mu"], valid.label, valid.offsets)),
         "test": summarize(daily),  # Table 2 runs: over every stock, held-out or not
         "heldout": None if heldout is None else _heldout_result(preds, ds.codes[heldout]),
-        **({"seen_heldout": robustness.seen_heldout(preds, ds, config["seed"])} if heldout is None else {}),
+        "seen_heldout": None if heldout is not None else robustness.seen_heldout(preds, ds, config["seed"]),
         "test_daily_rank_ic": {"dates": ds.dates("test").astype(str).tolist(),
                                "values": _daily_json(daily)},
         "epochs_trained": history["epochs_trained"], "best_epoch": history["best_epoch"],
