@@ -38,6 +38,8 @@ train = True  # False: build the table from the result files present, train noth
 out = "paper_tables"
 
 # %%
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -141,10 +143,13 @@ pd.DataFrame(claims)
 # run of the same model, seed and settings, which trained on them
 # (`replication.robustness.daily_rank_ic_over`); the paired difference is what not having
 # seen them costs. A Table 1 run keeps these scores in its result file
-# (`seen_heldout`, for m = 50, 100, 200 of its seed); one made before that gets them from
-# its test predictions (`results/`, not committed): where any is missing, the committed
-# `table2_seen` table is left as it is and the missing runs are listed. FactorVAE-port
-# has no Table 1 run, so no pair.
+# (`seen_heldout`, for m = 50, 100, 200 of its seed); for one made before that, they come
+# from a re-run of its config that kept them (`paper_tables/seen_reruns/`, compared with
+# the Table 1 runs below), else from its test predictions
+# (`results/`, not committed, or `paper_tables/predictions/`, which keeps FactorVAE's
+# seed 0). The table holds the pairs found, each row naming its seeds;
+# the Table 1 runs without scores are listed in its note. FactorVAE-port has no Table 1
+# run, so no pair.
 
 # %%
 pairs, used, absent, loaded = [], [], [], {}
@@ -156,13 +161,21 @@ for r in results:
             absent.append(f"{run.run_id(t1)} (no Table 1 run)")
         continue
     seen = robustness.seen_score(t1_result, r["heldout"]["codes"])  # kept in its result file
-    if seen is None:  # an older Table 1 run: score its saved predictions
-        try:  # a Table 1 run pairs with every m: read its predictions once
-            if t1_result["run_id"] not in loaded:
-                loaded[t1_result["run_id"]] = run.predictions(t1, "test", results_dir)
-        except DataError as exc:
-            absent.append(f"{t1_result['run_id']} ({exc})")
-            continue
+    rerun = None if seen else run.result_of(t1, out / "seen_reruns", train=False)
+    if rerun is not None:  # an older Table 1 run: a re-run of its config that kept them
+        seen = robustness.seen_score(rerun, r["heldout"]["codes"])
+        used.append({**rerun, "run_id": f"seen_reruns/{rerun['run_id']}"})  # as listed in provenance
+    if seen is None:  # else score its saved predictions
+        if t1_result["run_id"] not in loaded:  # a Table 1 run pairs with every m: read them once
+            for where in (results_dir, out / "predictions"):  # local ones, else committed ones
+                try:
+                    loaded[t1_result["run_id"]] = run.predictions(t1, "test", where)
+                    break
+                except DataError as exc:
+                    missing = exc
+            else:
+                absent.append(f"{t1_result['run_id']} ({missing})")
+                continue
         seen = summarize(robustness.daily_rank_ic_over(loaded[t1_result["run_id"]], r["heldout"]["codes"]))
     pairs.append({"model": r["config"]["model"], "m": r["heldout"]["m"], "seed": r["config"]["seed"],
                   "variant": r["config"]["model_config"].get("variant"),
@@ -171,16 +184,39 @@ for r in results:
 absent = list(dict.fromkeys(absent))  # a Table 1 run pairs with every m
 print("Table 1 runs or predictions missing:", absent or "none")
 seen_df = tables.table2_seen(pairs) if pairs else None
-if pairs and not absent:
+if pairs:
     used = list({u["run_id"]: u for u in used}.values())
+    unpaired = sorted({a.split(" ")[0] for a in absent})
     tables.write_table(seen_df, tables.provenance(used), out, "table2_seen",
                        f"Table 2 held-out stocks, unseen (Table 2 runs) against seen (Table 1 runs) — universe {universe}",
                        note="Rank IC over each Table 2 run's held-out stocks on the test period: from that run "
                             "(trained without them) and from the Table 1 run of the same model, seed and "
-                            "settings (trained with them); mean(std) over seeds of each and of the paired difference.")
-else:
-    print(f"{out / 'table2_seen.md'} not written (pairs incomplete); shown: the pairs found")
+                            "settings (trained with them); mean(std) over the seeds listed of each and of the "
+                            "paired difference. Table 1 runs missing, or without scores over the held-out stocks "
+                            "(trained before those were kept, their predictions not kept), whose Table 2 runs "
+                            "therefore have no pair: "
+                            + (", ".join(unpaired) if unpaired else "none") + ".")
 seen_df
+
+# %% [markdown]
+# The re-runs in `paper_tables/seen_reruns/` against the Table 1 runs whose configs they
+# repeat: the same settings, seed and data on one CPU thread, as the originals, repeat
+# them bit for bit (`tests/test_seen_reruns.py` holds them to it); a different thread
+# count or library build would change summation order and so the last digits.
+
+# %%
+reruns = [json.loads(f.read_text()) for f in sorted((out / "seen_reruns").glob("*.json"))]
+reruns = [(run.result_of(b["config"], out / "runs", train=False), b) for b in reruns]
+rerun_df = pd.DataFrame([{"run": b["run_id"], "Table 1 run: test Rank IC": a and f"{a['test']['rank_ic']:.6f}",
+                          "re-run: test Rank IC": f"{b['test']['rank_ic']:.6f}",
+                          "difference": a and f"{b['test']['rank_ic'] - a['test']['rank_ic']:+.1e}",
+                          "Table 1 run: device": a and a["device"], "re-run: device": b["device"]}
+                         for a, b in reruns])
+if reruns:
+    tables.write_table(rerun_df, tables.provenance([b for _, b in reruns]), out / "seen_reruns", "comparison",
+                       "Re-runs of Table 1 configs that keep seen_heldout, against the Table 1 runs",
+                       note="Test Rank IC (all stocks) of each re-run and of the Table 1 run it repeats.")
+rerun_df
 
 # %% [markdown]
 # ## Differences from the paper's setting
