@@ -152,41 +152,41 @@ pd.DataFrame(claims)
 # run, so no pair.
 
 # %%
-pairs, used, absent, loaded = [], [], [], {}
+reruns = {b["run_id"]: b for b in (json.loads(f.read_text()) for f in sorted((out / "seen_reruns").glob("*.json")))}
+pairs, used, absent, loaded = [], [], {}, {}  # absent: Table 1 run id -> why it has no seen score
 for r in results:
     t1 = {k: v for k, v in r["config"].items() if k != "heldout"}  # the same run, nothing held out
     t1_result = run.result_of(t1, out / "runs", train=False)
     if t1_result is None:
         if r["config"]["model"] != "factorvae-port":
-            absent.append(f"{run.run_id(t1)} (no Table 1 run)")
+            absent[run.run_id(t1)] = "no Table 1 run"
         continue
     seen = robustness.seen_score(t1_result, r["heldout"]["codes"])  # kept in its result file
-    rerun = None if seen else run.result_of(t1, out / "seen_reruns", train=False)
-    if rerun is not None:  # an older Table 1 run: a re-run of its config that kept them
+    rerun = reruns.get(t1_result["run_id"])  # the same id: the same config
+    if seen is None and rerun is not None:  # an older Table 1 run: a re-run of its config kept them
         seen = robustness.seen_score(rerun, r["heldout"]["codes"])
         used.append({**rerun, "run_id": f"seen_reruns/{rerun['run_id']}"})  # as listed in provenance
     if seen is None:  # else score its saved predictions
         if t1_result["run_id"] not in loaded:  # a Table 1 run pairs with every m: read them once
+            reasons = []
             for where in (results_dir, out / "predictions"):  # local ones, else committed ones
                 try:
                     loaded[t1_result["run_id"]] = run.predictions(t1, "test", where)
                     break
                 except DataError as exc:
-                    missing = exc
+                    reasons.append(str(exc))
             else:
-                absent.append(f"{t1_result['run_id']} ({missing})")
+                absent[t1_result["run_id"]] = "; ".join(reasons)
                 continue
         seen = summarize(robustness.daily_rank_ic_over(loaded[t1_result["run_id"]], r["heldout"]["codes"]))
     pairs.append({"model": r["config"]["model"], "m": r["heldout"]["m"], "seed": r["config"]["seed"],
                   "variant": r["config"]["model_config"].get("variant"),
                   "unseen": r["heldout"]["test"]["rank_ic"], "seen": seen["rank_ic"]})
     used += [r, t1_result]
-absent = list(dict.fromkeys(absent))  # a Table 1 run pairs with every m
 print("Table 1 runs or predictions missing:", absent or "none")
 seen_df = tables.table2_seen(pairs) if pairs else None
 if pairs:
     used = list({u["run_id"]: u for u in used}.values())
-    unpaired = sorted({a.split(" ")[0] for a in absent})
     tables.write_table(seen_df, tables.provenance(used), out, "table2_seen",
                        f"Table 2 held-out stocks, unseen (Table 2 runs) against seen (Table 1 runs) — universe {universe}",
                        note="Rank IC over each Table 2 run's held-out stocks on the test period: from that run "
@@ -195,7 +195,7 @@ if pairs:
                             "paired difference. Table 1 runs missing, or without scores over the held-out stocks "
                             "(trained before those were kept, their predictions not kept), whose Table 2 runs "
                             "therefore have no pair: "
-                            + (", ".join(unpaired) if unpaired else "none") + ".")
+                            + (", ".join(sorted(absent)) or "none") + ".")
 seen_df
 
 # %% [markdown]
@@ -205,15 +205,14 @@ seen_df
 # count or library build would change summation order and so the last digits.
 
 # %%
-reruns = [json.loads(f.read_text()) for f in sorted((out / "seen_reruns").glob("*.json"))]
-reruns = [(run.result_of(b["config"], out / "runs", train=False), b) for b in reruns]
+rerun_pairs = [(run.result_of(b["config"], out / "runs", train=False), b) for b in reruns.values()]
 rerun_df = pd.DataFrame([{"run": b["run_id"], "Table 1 run: test Rank IC": a and f"{a['test']['rank_ic']:.6f}",
                           "re-run: test Rank IC": f"{b['test']['rank_ic']:.6f}",
                           "difference": a and f"{b['test']['rank_ic'] - a['test']['rank_ic']:+.1e}",
                           "Table 1 run: device": a and a["device"], "re-run: device": b["device"]}
-                         for a, b in reruns])
+                         for a, b in rerun_pairs])
 if reruns:
-    tables.write_table(rerun_df, tables.provenance([b for _, b in reruns]), out / "seen_reruns", "comparison",
+    tables.write_table(rerun_df, tables.provenance(list(reruns.values())), out / "seen_reruns", "comparison",
                        "Re-runs of Table 1 configs that keep seen_heldout, against the Table 1 runs",
                        note="Test Rank IC (all stocks) of each re-run and of the Table 1 run it repeats.")
 rerun_df
