@@ -108,3 +108,30 @@ def test_table2_seen_pairs_each_seed_with_its_table1_run():
     assert fv["seeds"] == "0,1" and fv["unseen Rank IC (Table 2 run)"] == "0.040(0.014)"
     assert fv["seen Rank IC (Table 1 run)"] == "0.050(0.000)" and fv["unseen - seen"] == "-0.010(0.014)"
     assert df.iloc[1]["unseen - seen"] == "0.010(one seed)"
+
+
+def test_table2_paired_compares_factorvae_seed_by_seed_on_the_seeds_both_have():
+    def r2(model, seed, m, ic):
+        r = _result(model, seed, 0.9, 9.0)
+        r["config"]["model_config"] = {"variant": "ca3"} if model == "ca" else {}
+        r["heldout"] = {"m": m, "test": {"rank_ic": ic, "rank_icir": 1.0}}
+        return r
+
+    rs = [r2("factorvae", 0, 50, 0.04), r2("factorvae", 1, 50, 0.06), r2("factorvae", 2, 50, 0.05),
+          r2("gru", 0, 50, 0.03), r2("gru", 1, 50, 0.09), r2("gru", 3, 50, 0.9),  # seed 3: no FactorVAE
+          r2("ca", 2, 50, 0.01), r2("factorvae-port", 0, 200, 0.02), r2("factorvae", 0, 200, 0.03),
+          r2("linear", 4, 200, 0.5)]  # no seed in common: no row
+    df = tables.table2_paired(rs)
+    assert [(r.m, r.Method) for r in df.itertuples()] == [(50, "GRU"), (50, "CA (CA3)"), (200, "FactorVAE-port")]
+    gru = df.iloc[0]
+    assert gru["seeds"] == "0,1" and gru["FactorVAE Rank IC"] == "0.050" and gru["Method Rank IC"] == "0.060"
+    # differences +0.01 and -0.03: mean -0.01, std 0.028, standard error 0.02
+    assert gru["FactorVAE - Method"] == "-0.010(0.028)" and gru["paired t"] == "-0.50"
+    assert gru["FactorVAE ahead"] == "1 of 2"
+    ca = df.iloc[1]
+    assert ca["FactorVAE - Method"] == "0.040(one seed)" and ca["paired t"] == "" and ca["FactorVAE ahead"] == "1 of 1"
+    rs[1]["heldout"]["test"]["rank_ic"] = 0.11  # differences +0.01 and +0.02
+    moved = tables.table2_paired(rs).iloc[0]
+    assert moved["FactorVAE - Method"] == "0.015(0.007)" and moved["paired t"] == "3.00"
+    assert moved["FactorVAE ahead"] == "2 of 2"
+    assert tables.table2_paired([r2("gru", 0, 50, 0.1)]).empty
