@@ -175,7 +175,7 @@ def table2_paired(results: list[dict]) -> pd.DataFrame:
     FactorVAE's seeds there (the paper's row order), FactorVAE minus that method on the
     seeds both have. Seed s of every method holds out the same stocks, so the paired
     difference removes how hard the set is, which varies between seeds more than the
-    methods differ; ``paired t`` is its mean over its standard error (blank for one seed)."""
+    methods differ; ``paired t`` is its mean over its standard error (blank for one seed or no spread)."""
     ic = pd.DataFrame([{"model": r["config"]["model"], "m": r["heldout"]["m"], "seed": r["config"]["seed"],
                         "variant": r["config"]["model_config"].get("variant", ""),
                         "ic": r["heldout"]["test"]["rank_ic"]} for r in results])
@@ -188,7 +188,7 @@ def table2_paired(results: list[dict]) -> pd.DataFrame:
             if not seeds:
                 continue
             d = fv[seeds] - other[seeds]
-            t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan
+            t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 and d.std(ddof=1) > 0 else np.nan
             rows.append({"m": m, "Method": _method(model, h["variant"]), "seeds": ",".join(map(str, seeds)),
                          "FactorVAE Rank IC": f"{fv[seeds].mean():.3f}", "Method Rank IC": f"{other[seeds].mean():.3f}",
                          "FactorVAE - Method": _mean_std(d), "paired t": "" if np.isnan(t) else f"{t:.2f}",
