@@ -188,17 +188,15 @@ def table2_paired(results: list[dict]) -> pd.DataFrame:
             if not seeds:
                 continue
             d = fv[seeds] - other[seeds]
-            t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 and d.std(ddof=1) > 0 else np.nan
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
             rows.append({"m": m, "Method": _method(model, h["variant"]), "seeds": ",".join(map(str, seeds)),
                          "FactorVAE Rank IC": f"{fv[seeds].mean():.3f}", "Method Rank IC": f"{other[seeds].mean():.3f}",
-                         "FactorVAE - Method": _mean_std(d), "paired t": "" if np.isnan(t) else f"{t:.2f}",
+                         "FactorVAE - Method": _mean_std(d), "paired t": f"{d.mean() / se:.2f}" if se > 0 else "",
                          "FactorVAE ahead": f"{int((d > 0).sum())} of {len(d)}"})
     cols = ["m", "Method", "seeds", "FactorVAE Rank IC", "Method Rank IC", "FactorVAE - Method",
             "paired t", "FactorVAE ahead"]
-    if not rows:
-        return pd.DataFrame(columns=cols)
-    df = pd.concat([_paper_order(g, PAPER_TABLE2) for _, g in pd.DataFrame(rows).groupby("m", sort=True)])
-    return df[cols].reset_index(drop=True)
+    return _paper_order(pd.DataFrame(rows, columns=cols), PAPER_TABLE2).sort_values("m", kind="stable",
+                                                                                   ignore_index=True)
 
 
 def table3(cells: list[dict]) -> pd.DataFrame:
