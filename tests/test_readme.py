@@ -32,9 +32,11 @@ def _norm(cell: str) -> str:
 
 
 def _seeds(cell: str) -> str:
-    """'0–3' -> '0,1,2,3'; '0, 1' -> '0,1'; Table 2's per-m lists: '0–4 / 0, 1' -> '0,1,2,3,4/0,1'."""
+    """'0–3' -> '0,1,2,3'; '0, 1' -> '0,1'; Table 2's per-m lists: '0–4 / 0, 1 / –' -> '0,1,2,3,4/0,1/-'."""
     if "/" in cell:
         return "/".join(_seeds(part) for part in cell.split("/"))
+    if cell.strip() in ("-", "–"):  # an m with no runs yet
+        return "-"
     m = re.fullmatch(r"(\d+)\s*[–-]\s*(\d+)", cell.strip())
     return ",".join(map(str, range(int(m[1]), int(m[2]) + 1))) if m else cell.replace(" ", "")
 
