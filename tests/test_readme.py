@@ -32,13 +32,12 @@ def _norm(cell: str) -> str:
 
 
 def _seeds(cell: str) -> str:
-    """'0–3' -> '0,1,2,3'; '0, 1' -> '0,1'; Table 2's per-m lists: '0–4 / 0, 1 / –' -> '0,1,2,3,4/0,1/-'."""
+    """'0–3' -> '0,1,2,3'; '0, 1' -> '0,1'; Table 2's per-m lists, '–' for an m without runs:
+    '0–4 / 0, 1 / –' -> '0,1,2,3,4/0,1/-'."""
     if "/" in cell:
         return "/".join(_seeds(part) for part in cell.split("/"))
-    if cell.strip() in ("-", "–"):  # an m with no runs yet
-        return "-"
     m = re.fullmatch(r"(\d+)\s*[–-]\s*(\d+)", cell.strip())
-    return ",".join(map(str, range(int(m[1]), int(m[2]) + 1))) if m else cell.replace(" ", "")
+    return ",".join(map(str, range(int(m[1]), int(m[2]) + 1))) if m else _norm(cell) or "-"
 
 
 def _method(name: str) -> str:
