@@ -237,7 +237,8 @@ def provenance(results: list[dict]) -> dict:
         "max_epochs": sorted({r["config"]["train"]["max_epochs"] for r in results}),
         "data_fingerprint": sorted({r["data_fingerprint"] for r in results}),
         "data_range": first["data_range"], "test": first["config"]["data"]["test"],
-        "git_commits": sorted({r["git_commit"] for r in results}),
+        # a run resumed under newer code lists its commits "a,b" (run.py): one entry each
+        "git_commits": sorted({c for r in results for c in r["git_commit"].split(",")}),
         "runs": [r["run_id"] for r in results],
     }
 

@@ -28,6 +28,8 @@ def test_table1_mean_std_over_seeds_beside_the_paper(tmp_path):
     fv = df.set_index("Method").loc["FactorVAE"]
     assert fv["Rank IC"] == "0.060(0.014)" and fv["Rank ICIR"] == "0.600(0.141)"
     assert fv["paper Rank IC"] == "0.055(0.004)" and fv["paper Rank ICIR"] == "0.568(0.044)"
+    rs[1]["git_commit"] = "d,c"  # resumed under a newer commit: each commit listed once
+    assert tables.provenance(rs)["git_commits"] == ["c", "d"]
     tables.write_table(df, tables.provenance(rs), tmp_path, "table1", "T1")
     md = (tmp_path / "table1.md").read_text()
     assert "universe: ['csi300']" in md and "| FactorVAE | 0,1 | 0.060(0.014)" in md
