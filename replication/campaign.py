@@ -153,6 +153,8 @@ def campaign(models=TABLE1, seeds=range(5), options=OPTIONS, data: DataConfig = 
         with mp.get_context("spawn").Pool(lanes, _start_worker, (provider, threads)) as pool:
             for line in pool.imap_unordered(_train, jobs):  # a worker takes the next run when free
                 print(time.strftime("%H:%M:%S"), line, flush=True)
+            pool.close()  # let the workers exit on their own: the terminate() of leaving the
+            pool.join()  # with-block could kill one mid-exit and leak its semaphore (a warning)
 
 
 def main(argv=None) -> int:
