@@ -226,6 +226,12 @@ def table3(cells: list[dict]) -> pd.DataFrame:
     return _every_paper_row(rows, PAPER_TABLE3, _paper3, [*PAPER_TABLE1, "FactorVAE(TDrisk)"])
 
 
+def commits(result: dict) -> list[str]:
+    """The git commits a run trained under: one, or several when it resumed under newer
+    code (run.py writes them comma-joined, oldest first)."""
+    return result["git_commit"].split(",")
+
+
 def provenance(results: list[dict]) -> dict:
     """What the table's header states: universe, device, data, commits, epochs."""
     first = results[0]
@@ -237,8 +243,7 @@ def provenance(results: list[dict]) -> dict:
         "max_epochs": sorted({r["config"]["train"]["max_epochs"] for r in results}),
         "data_fingerprint": sorted({r["data_fingerprint"] for r in results}),
         "data_range": first["data_range"], "test": first["config"]["data"]["test"],
-        # a run resumed under newer code lists its commits "a,b" (run.py): one entry each
-        "git_commits": sorted({c for r in results for c in r["git_commit"].split(",")}),
+        "git_commits": sorted({c for r in results for c in commits(r)}),
         "runs": [r["run_id"] for r in results],
     }
 
@@ -265,11 +270,12 @@ def markdown(df: pd.DataFrame) -> str:
 def selection(*folders, model: str = "factorvae", seed: int = 0) -> pd.DataFrame:
     """The validation-set choice of ``recon``, ``lr`` and ``gamma``: one row per result file of
     ``model`` and ``seed`` in ``folders`` (the selection runs, and the table's own run
-    with the chosen settings), best validation Rank IC first. No test metric is shown."""
+    with the chosen settings), best validation Rank IC first; Table 2's runs (stocks held
+    out) took no part in the choice and are left out. No test metric is shown."""
     rows = []
     for path in sorted(p for folder in folders for p in Path(folder).glob("*.json")):
         r = json.loads(path.read_text())
-        if r["config"]["model"] != model or r["config"]["seed"] != seed:
+        if r["config"]["model"] != model or r["config"]["seed"] != seed or r["config"].get("heldout"):
             continue
         rows.append({"run": r["run_id"], "model": r["config"]["model"],
                      "universe": r["config"]["data"]["universe"], "seed": r["config"]["seed"],
@@ -279,7 +285,7 @@ def selection(*folders, model: str = "factorvae", seed: int = 0) -> pd.DataFrame
                      "valid Rank ICIR": round(r["valid"]["rank_icir"], 3),
                      "epochs (best)": f"{r['epochs_trained']}({r['best_epoch']})",
                      "device": r["device"], "minutes": round(r["wall_seconds"] / 60, 1),
-                     "commit": r["git_commit"][:10], "folder": path.parent.name})
+                     "commit": ",".join(c[:10] for c in commits(r)), "folder": path.parent.name})
     if not rows:
         raise FileNotFoundError(f"no {model} seed-{seed} result files in {', '.join(map(str, folders))}")
     return pd.DataFrame(rows).sort_values("valid Rank IC", ascending=False).reset_index(drop=True)

@@ -71,7 +71,6 @@ def test_campaign_on_two_workers_chooses_on_validation_and_resumes(synthetic_dir
 
 def test_workers_die_with_the_campaign(tmp_path):
     """A killed campaign leaves no worker training (its workers get SIGTERM)."""
-    import os
     import signal
     import subprocess
     import sys

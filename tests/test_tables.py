@@ -55,13 +55,17 @@ def test_selection_orders_by_validation_only(tmp_path):
         (tmp_path / f"run{i}.json").write_text(json.dumps(r))
     other = tmp_path / "runs"
     other.mkdir()
-    for model, seed in (("factorvae", 0), ("factorvae", 1), ("factorvae-prior", 0)):
+    for model, seed, m in (("factorvae", 0, 0), ("factorvae", 1, 0), ("factorvae-prior", 0, 0),
+                           ("factorvae", 0, 50)):  # the last: a Table 2 run, no part of the choice
         r = _result(model, seed, 0.5, 1.0)
+        r["config"]["heldout"] = m
         r["config"].update(model_config={"recon": "analytic", "gamma": 1.0})
         r["config"]["train"]["lr"] = 1e-4
         r["valid"] = {"rank_ic": 0.055, "rank_icir": 0.4}
-        (other / f"{model}{seed}.json").write_text(json.dumps(r))
+        r["git_commit"] = "0123456789ab,ba9876543210"  # resumed under a newer commit
+        (other / f"{model}{seed}m{m}.json").write_text(json.dumps(r))
     df = tables.selection(tmp_path, other)
+    assert df.loc[df["lr"] == 1e-4, "commit"].item() == "0123456789,ba98765432"  # both commits
     assert list(df["recon"]) == ["sample", "analytic", "analytic"]  # best validation first
     assert list(df["lr"]) == [1e-3, 1e-4, 1e-3]  # only FactorVAE seed 0 from runs/
     assert "test" not in " ".join(df.columns).lower()
