@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import io
 import json
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -218,6 +219,7 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
             h["seconds"] for h in history["history"][:segments[-1]["from_epoch"]]), 1),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda"
         else f"CPU ({torch.get_num_threads()} threads)",
+        "cpu": host_cpu(),  # on a CPU, the kernel path decides bit-for-bit repeats
         "git_commit": ",".join(dict.fromkeys(s["git_commit"] for s in segments)),
         "segments": [{"from_epoch": s["from_epoch"], "git_commit": s["git_commit"],
                       "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(s["started"]))}
@@ -230,6 +232,19 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     write_atomic(path, (json.dumps(result, indent=1) + "\n").encode())
     checkpoint.unlink(missing_ok=True)
     return result
+
+
+def host_cpu() -> str:
+    """The host CPU and the vector instruction set torch's CPU kernels dispatch to. A CPU
+    run repeats bit for bit only on the same kernel path: FactorVAE's Table 1 run of seed 3
+    was trained where torch dispatched AVX2 kernels, and an AVX-512 host repeats it only
+    with ``ATEN_CPU_CAPABILITY=avx2`` (paper_tables/seen_reruns/README.md)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name}; torch kernels {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _daily_json(values: np.ndarray) -> list:

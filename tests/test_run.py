@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import replication.run as R
 from replication.data import load_market
@@ -34,6 +35,7 @@ def test_run_writes_result_and_predictions_and_learns(market, dirs):
     path = dirs["out"] / f"{r['run_id']}.json"
     saved = json.loads(path.read_text())
     assert saved["config"] == cfg and saved["data_fingerprint"] and saved["git_commit"]
+    assert saved["cpu"].endswith(f"torch kernels {torch.backends.cpu.get_cpu_capability()}")
     assert saved["epochs_trained"] == 2 and saved["best_epoch"] in (0, 1)
     assert len(saved["test_daily_rank_ic"]["values"]) == saved["test"]["days"] > 100
     assert r["test"]["rank_ic"] > 0.02  # the synthetic market is predictable
@@ -43,7 +45,6 @@ def test_run_writes_result_and_predictions_and_learns(market, dirs):
     assert (dirs["out"].parent / "predictions" / f"{r['run_id']}.npz").is_file()  # seed 0
     kl = saved["valid_factor_kl"]
     assert len(kl) == 32 and min(kl) >= 0 and max(kl) > 0  # one KL per factor
-    import torch
 
     from replication.model import FactorVAE, ModelConfig
     from replication.train import DeviceData, predict
@@ -162,8 +163,6 @@ def test_unknown_model_is_refused():
 
 def test_predictions_up_to_day_s_ignore_data_after_s(market, scramble):
     """Same weights, market scrambled after a test day s: every prediction up to s is equal."""
-    import torch
-
     from replication.data.dataset import build, prepare
     from replication.model import FactorVAE, ModelConfig
     from replication.train import DeviceData, predict
