@@ -135,7 +135,7 @@ def bench(models, data_cfg: DataConfig = DataConfig(universe="csi300"), device: 
     result = {"device": name, "universe": universe, "stocks_per_day_median": int(np.median(sizes)),
               "train_days": n_train, "valid_days": n_valid, "steps": steps, "repeats": repeats,
               "warmup": warmup, "rows": rows, "projection": project(rows),
-              "cpu_count": os.cpu_count(), "load_average_at_start": round(load, 2),
+              "cpu_count": os.cpu_count(), "cpu": run.host_cpu(), "load_average_at_start": round(load, 2),
               "git_commit": git_commit(), "torch": torch.__version__,
               "data_fingerprint": ds.fingerprint, "date": time.strftime("%Y-%m-%d %H:%M")}
     stem = Path(out) / f"{dev.type}-{universe}"
@@ -176,12 +176,13 @@ def report(r: dict, qlib: dict | None = None) -> str:
                 f"{q['valid_epoch']:.0f} s of validation — plus {q['handler_and_dataset']:.0f} s "
                 f"to build its dataset"
                 + (f"; our GRU's epoch above: {ours['epoch_seconds']:.0f} s." if ours else ".")]
+    host = f" ({r['cpu']})" if "cpu" in r else ""  # recorded since 2026-12-04
     return "\n".join([
         f"# Training throughput — {r['device']}, universe {r['universe']}", "",
         f"{r['stocks_per_day_median']} stocks a day (median), {r['train_days']} training and "
         f"{r['valid_days']} validation days; step time = median of {r['repeats']} blocks of "
         f"{r['steps']} steps; commit {r['git_commit'][:10]}, torch {r['torch']}, {r['date']}; "
-        f"{r['cpu_count']} CPUs, load average {r['load_average_at_start']} when it started "
+        f"{r['cpu_count']} CPUs{host}, load average {r['load_average_at_start']} when it started "
         f"(other processes sharing the machine slow every figure down).", "",
         markdown(df),
         f"Projected, one run at a time, for the models above: Table 1 "

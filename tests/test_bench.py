@@ -30,7 +30,8 @@ def test_bench_writes_consistent_figures(synthetic_dir, tmp_path, monkeypatch):
         assert row["epoch_seconds"] == pytest.approx(epoch, rel=0.02, abs=0.1)
     saved = json.loads((tmp_path / "bench" / "cpu-csi300.json").read_text())
     assert saved["rows"] == r["rows"]
-    assert "Training throughput" in (tmp_path / "bench" / "cpu-csi300.md").read_text()
+    md = (tmp_path / "bench" / "cpu-csi300.md").read_text()
+    assert "Training throughput" in md and f"({saved['cpu']})" in md and "torch kernels" in saved["cpu"]
 
 
 def test_projection_counts_the_runs_of_tables_1_and_2():
