@@ -37,7 +37,7 @@ from tqdm import tqdm
 from replication import run
 from replication.data.dataset import DataConfig, dataset
 from replication.data.provider import DataError, load_market
-from replication.files import ROOT, git_commit, write_atomic
+from replication.files import ROOT, git_commit, host_cpu, write_atomic
 from replication.tables import DISPLAY, markdown
 from replication.train import DeviceData, TrainConfig, optimizer, predict, resolve_device, train_step
 
@@ -135,7 +135,7 @@ def bench(models, data_cfg: DataConfig = DataConfig(universe="csi300"), device: 
     result = {"device": name, "universe": universe, "stocks_per_day_median": int(np.median(sizes)),
               "train_days": n_train, "valid_days": n_valid, "steps": steps, "repeats": repeats,
               "warmup": warmup, "rows": rows, "projection": project(rows),
-              "cpu_count": os.cpu_count(), "cpu": run.host_cpu(), "load_average_at_start": round(load, 2),
+              "cpu_count": os.cpu_count(), "cpu": host_cpu(), "load_average_at_start": round(load, 2),
               "git_commit": git_commit(), "torch": torch.__version__,
               "data_fingerprint": ds.fingerprint, "date": time.strftime("%Y-%m-%d %H:%M")}
     stem = Path(out) / f"{dev.type}-{universe}"

@@ -1,9 +1,10 @@
 """Result files: atomic writes (a reader sees the old file or the complete new one, never a
-part) and the provenance every result records (the repository's git commit)."""
+part) and the provenance every result records (the repository's git commit, the host CPU)."""
 from __future__ import annotations
 
 import functools
 import os
+import platform
 import subprocess
 import tempfile
 from pathlib import Path
@@ -38,3 +39,19 @@ def git_commit() -> str:
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "replication"],
                            capture_output=True, text=True, cwd=ROOT).stdout.strip()
     return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+
+
+@functools.cache
+def host_cpu() -> str:
+    """The host CPU and the vector instruction set torch's CPU kernels dispatch to. A CPU
+    run repeats bit for bit only on the same kernel path: FactorVAE's Table 1 run of seed 3
+    was trained where torch dispatched AVX2 kernels, and an AVX-512 host repeats it only
+    with ``ATEN_CPU_CAPABILITY=avx2`` (paper_tables/seen_reruns/README.md)."""
+    import torch  # here, not at the top: the package's light modules import this one
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name}; torch kernels {torch.backends.cpu.get_cpu_capability()}"

@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import io
 import json
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,7 @@ import torch
 from replication import baselines, factor_models, robustness
 from replication.data.dataset import DataConfig, DayDataset, dataset
 from replication.data.provider import DataError, load_market
-from replication.files import ROOT, git_commit, write_atomic
+from replication.files import ROOT, git_commit, host_cpu, write_atomic
 from replication.metrics import daily_rank_ic, summarize
 from replication.model import VARIANTS, FactorVAE, ModelConfig
 from replication.train import DeviceData, TrainConfig, fit, mean_factor_kl, predict, resolve_device
@@ -232,19 +231,6 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     write_atomic(path, (json.dumps(result, indent=1) + "\n").encode())
     checkpoint.unlink(missing_ok=True)
     return result
-
-
-def host_cpu() -> str:
-    """The host CPU and the vector instruction set torch's CPU kernels dispatch to. A CPU
-    run repeats bit for bit only on the same kernel path: FactorVAE's Table 1 run of seed 3
-    was trained where torch dispatched AVX2 kernels, and an AVX-512 host repeats it only
-    with ``ATEN_CPU_CAPABILITY=avx2`` (paper_tables/seen_reruns/README.md)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        name = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or platform.machine()
-    return f"{name}; torch kernels {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _daily_json(values: np.ndarray) -> list:
