@@ -29,7 +29,7 @@ import torch
 from replication import baselines, factor_models, robustness
 from replication.data.dataset import DataConfig, DayDataset, dataset
 from replication.data.provider import DataError, load_market
-from replication.files import ROOT, git_commit, host_cpu, write_atomic
+from replication.files import ROOT, flush_subnormals, git_commit, host_cpu, write_atomic
 from replication.metrics import daily_rank_ic, summarize
 from replication.model import VARIANTS, FactorVAE, ModelConfig
 from replication.train import DeviceData, TrainConfig, fit, mean_factor_kl, predict, resolve_device
@@ -176,6 +176,8 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     t0 = time.time()
     commit = git_commit()  # the code that runs, even if the tree changes meanwhile
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        flush_subnormals()  # opt-in: REPLICATION_FLUSH_SUBNORMALS=1
     market = market or load_market(provider)
     data_cfg = DataConfig.make(**config["data"])
     ds, heldout = run_dataset(config, market, progress is True)
@@ -183,8 +185,10 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
     model = build_model(config)
     data = DeviceData(ds, dev)
     checkpoint = results / "checkpoints" / f"{rid}.pt"  # a cut-off run resumes from here
+    segment = {"git_commit": commit, "started": time.time(),
+               "cpu": host_cpu() if dev.type == "cpu" else None}
     history = fit(model, ds, TrainConfig.make(**config["train"]), dev, progress, data,
-                  checkpoint=checkpoint, segment={"git_commit": commit, "started": time.time()})
+                  checkpoint=checkpoint, segment=segment)
     segments = history["segments"]
     test, valid = ds.splits["test"], ds.splits["valid"]
     preds, valid_preds = (split_predictions(model, data, ds, s) for s in ("test", "valid"))
@@ -221,7 +225,8 @@ def execute(config: dict, provider=None, device: str = "auto", out: Path = ROOT 
         "cpu": host_cpu(),  # on a CPU, the kernel path decides bit-for-bit repeats
         "git_commit": ",".join(dict.fromkeys(s["git_commit"] for s in segments)),
         "segments": [{"from_epoch": s["from_epoch"], "git_commit": s["git_commit"],
-                      "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(s["started"]))}
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(s["started"])),
+                      "cpu": s.get("cpu")}  # a resumed run may change host or flushing
                      for s in segments],
         "data_fingerprint": ds.fingerprint,
         "data_source": str(market.source),

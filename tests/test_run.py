@@ -199,3 +199,23 @@ def test_cli_rejects_a_hyper_parameter_the_model_lacks(capsys):
     assert "unknown GRUConfig keys ['recon']" in capsys.readouterr().err
     assert R.main(["--model", "ca", "--set", "variant=ca9"]) == 2
     assert "unknown CA variant 'ca9'" in capsys.readouterr().err
+
+
+def test_flushing_subnormals_is_opt_in_and_recorded_in_the_result(market, dirs, monkeypatch):
+    from replication.files import FLUSH_ENV, flush_subnormals
+
+    tiny = torch.tensor([1e-39])  # a float32 subnormal
+    monkeypatch.delenv(FLUSH_ENV, raising=False)
+    assert not flush_subnormals() and tiny.mul(1.0).item() != 0.0  # default: kept
+    monkeypatch.setenv(FLUSH_ENV, "yes")
+    with pytest.raises(ValueError, match=FLUSH_ENV):
+        flush_subnormals()
+    monkeypatch.setenv(FLUSH_ENV, "1")
+    try:
+        r = R.execute(_config(epochs=1, seed=2), device="cpu", progress=False, market=market, **dirs)
+        assert tiny.mul(1.0).item() == 0.0  # the run turned flushing on ...
+        assert r["cpu"].endswith("; subnormals flushed to zero")  # ... and says so,
+        assert r["segments"][0]["cpu"] == r["cpu"]  # for each stretch of a resumed run
+    finally:
+        torch.set_flush_denormal(False)  # process-wide: leave the other tests unaffected
+    assert tiny.mul(1.0).item() != 0.0
