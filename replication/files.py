@@ -75,7 +75,7 @@ def flush_subnormals() -> bool:
     subnormal. Arithmetic on subnormals is slow on this repository's Intel host: one
     training step on the epoch-10 checkpoint of Trans m = 200 seed 0 took a median 2.07 s,
     against 0.20 s with them flushed or with fresh weights (one thread, Intel Xeon,
-    2026-12-05), and that run's epochs had grown from 150 s to 1,460 s. The Table 1 Trans
+    2026-12-05), and that run's epochs had grown from 150 s to 1,519 s. The Table 1 Trans
     runs (hosts not recorded) kept ~300 s epochs throughout. Off by default: flushing
     changes only values below 1.2e-38, but a re-run must repeat its original bit for bit
     (paper_tables/seen_reruns/README.md). A run records it in ``cpu`` (:func:`host_cpu`)."""
